@@ -1,0 +1,39 @@
+"""What every pretraining method provides to the training loop."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from glcnet.models.segmenter import Segmenter
+
+
+class PretrainMethod(nn.Module):
+    """Base class of the pretraining methods.
+
+    A method owns the network being pretrained (``self.model``, exported for fine-tuning), its heads
+    and its loss, and maps a batch of paired views to a dict of scalars with the key ``loss``.
+    State that must survive a restart (memory bank, queue, momentum encoder) lives in buffers or
+    sub-modules, so it is saved in and restored from the Lightning checkpoint.
+
+    Class attributes read by the training loop:
+        requires_labels: The pretraining tiles must carry their ``mask`` (SupCon).
+        requires_num_samples: The constructor takes ``num_samples`` = number of pretraining tiles
+            (memory bank); the run passes it.
+
+    Args:
+        model: The DeepLabV3+ network being pretrained.
+    """
+
+    requires_labels: bool = False
+    requires_num_samples: bool = False
+
+    def __init__(self, model: Segmenter) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Losses of one batch; see :class:`glcnet.methods.glcnet.GLCNet` for the batch keys."""
+        raise NotImplementedError
+
+    def on_train_step_end(self) -> None:
+        """Called after every optimizer step (momentum-encoder updates); no-op by default."""

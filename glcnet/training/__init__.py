@@ -1,0 +1,1 @@
+"""Lightning modules, schedules and the run functions behind the entry scripts."""

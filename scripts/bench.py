@@ -1,0 +1,70 @@
+"""Benchmarks (`make bench`): loss time/memory vs. a plain formulation, pretraining-step overhead,
+data pipeline vs. model throughput. Ratios are measured in one run; results go to bench_results/.
+
+python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from glcnet.bench.losses import bench_contrastive_losses
+from glcnet.bench.pretrain_step import bench_pretrain_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "bench_results"))
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--batch", type=int, default=8, help="pairs per pretraining step")
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes = [256, 1024]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(
+        f"glcnet benchmarks on {args.device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads), {stamp}\n"
+    )
+
+    print("(a) contrastive loss, forward+backward, d=128")
+    loss_rows = bench_contrastive_losses(sizes=args.sizes, dim=128, device=args.device)
+    print(f"{'N':>6} {'variant':<18} {'ms':>9} {'peak MB':>9} {'time/plain':>10} {'mem/plain':>9}")
+    for r in loss_rows:
+        print(
+            f"{r['N']:>6} {r['variant']:<18} {r['ms']:>9.2f} {r['peak_MB']:>9.1f} "
+            f"{r['ms_vs_plain']:>10.2f} {r['mem_vs_plain']:>9.2f}"
+        )
+
+    print("\n(b) pretraining step (GLCNet vs. two plain forward+backward passes, same batch)")
+    view = 112 if args.quick else 224
+    tile = 128 if args.quick else 256
+    step = bench_pretrain_step(
+        encoder=args.encoder,
+        batch_size=args.batch,
+        tile_size=tile,
+        view_size=view,
+        device=args.device,
+        precision="bf16" if args.device == "cuda" else "32",
+    )
+    for key, value in step.items():
+        print(f"  {key:<32} {value:.4g}" if isinstance(value, float) else f"  {key:<32} {value}")
+    print(f"\nSSL overhead ratio (target <= 1.15): {step['ssl_overhead']:.3f}")
+    print(f"loader pairs/s / model pairs/s (must be > 1): {step['loader_vs_model']:.2f}")
+    result = {"when": stamp, "device": args.device, "losses": loss_rows, "pretrain_step": step}
+    (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
+    print(f"\nwritten: {out / f'bench_{args.device}.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Supervised fine-tuning on a labeled fraction of the training tiles.
+
+python scripts/finetune.py pretrained=outputs/pretrain/<run>/pretrained.pt data.label_fraction=0.01
+python scripts/finetune.py --help
+"""
+
+import hydra
+from _common import CONFIG_DIR
+from omegaconf import DictConfig
+
+from glcnet.training.finetune import run_finetune
+from glcnet.utils.config import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    result = run_finetune(cfg)
+    print(f"run folder: {result['output_dir']}\nbest checkpoint: {result['best_checkpoint']}")
+
+
+if __name__ == "__main__":
+    main()

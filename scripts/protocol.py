@@ -1,0 +1,30 @@
+"""The few-label protocol (what `make demo` runs).
+
+python scripts/protocol.py experiment=demo
+python scripts/protocol.py experiment=protocol_sample
+python scripts/protocol.py protocol.label_fractions=[0.01,0.1] protocol.methods=[glcnet,glcnet_local_only]
+"""
+
+import hydra
+from _common import CONFIG_DIR
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from glcnet.protocol import format_table, run_protocol
+from glcnet.utils.config import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="protocol", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out = HydraConfig.get().runtime.output_dir
+    args = OmegaConf.to_container(cfg.protocol, resolve=True)
+    rows = run_protocol(config_dir=CONFIG_DIR, output_dir=out, **args)
+    print("\nFew-label protocol (test split, whole scenes):\n")
+    print(format_table(rows))
+    print(f"\nresults, plot and every run: {out}")
+
+
+if __name__ == "__main__":
+    main()
