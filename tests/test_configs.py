@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config
@@ -59,10 +61,18 @@ def test_method_options_instantiate_and_run(method, tmp_path):
     cfg = compose_config(
         "pretrain", [f"method={method}", "model.encoder=resnet18", f"paths.output_dir={tmp_path}"]
     )
-    m = instantiate(cfg.method)
+    cls = hydra.utils.get_class(cfg.method._target_)
+    extra = {"num_samples": 10} if cls.requires_num_samples else {}
+    m = instantiate(cfg.method, **extra)
     views = instantiate(cfg.augment, size=64, region_size=16)
-    rng = __import__("numpy").random.default_rng(0)
-    items = [views(torch.rand(4, 80, 80), rng) for _ in range(3)]
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(3):
+        item = views(torch.rand(4, 80, 80), rng)
+        item["index"] = torch.tensor(i)
+        if cls.requires_labels:
+            item["mask"] = torch.from_numpy(rng.integers(0, 6, (80, 80)))
+        items.append(item)
     batch = torch.utils.data.default_collate(items)
     out = m(batch)
     assert torch.isfinite(out["loss"])
@@ -73,7 +83,7 @@ def test_method_options_instantiate_and_run(method, tmp_path):
 def test_augment_options_instantiate(augment, tmp_path):
     cfg = compose_config("pretrain", [f"augment={augment}", f"paths.output_dir={tmp_path}"])
     views = instantiate(cfg.augment)
-    pair = views(torch.rand(4, 256, 256), __import__("numpy").random.default_rng(0))
+    pair = views(torch.rand(4, 256, 256), np.random.default_rng(0))
     assert pair["view_a"].shape == pair["view_b"].shape
 
 
@@ -153,3 +163,27 @@ def test_cli_overrides_are_applied_not_overwritten(tmp_path):
     assert cfg.model.encoder == "resnet50"
     assert cfg.data.tile_size == 512
     assert cfg.data.bands == "IRRG"
+
+
+def test_cli_pretrain_runs_and_writes_checkpoint_and_events(tiny_sample_root, tmp_path):
+    res = _script(
+        "pretrain.py",
+        f"data.root={tiny_sample_root}",
+        "data.sample_seed=null",
+        "data.tile_size=64",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "augment.size=64",
+        "augment.region_size=16",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "pretrained.pt").exists()
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
+    assert (run / ".hydra" / "config.yaml").exists()
+    assert "pretrained weights:" in res.stdout

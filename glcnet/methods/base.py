@@ -30,6 +30,11 @@ class PretrainMethod(nn.Module):
     def __init__(self, model: Segmenter) -> None:
         super().__init__()
         self.model = model
+        # the classifier is not part of any pretraining objective: freeze it so that DDP does not
+        # wait for gradients that never come (fine-tuning builds a fresh one)
+        head = getattr(model, "head", None)
+        if head is not None:
+            head.requires_grad_(False)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses of one batch; see :class:`glcnet.methods.glcnet.GLCNet` for the batch keys."""

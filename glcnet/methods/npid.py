@@ -108,7 +108,7 @@ def estimate_log_z(
     """
     x = noise_logits.detach()
     top = x.max() if x.numel() else x.new_tensor(float("-inf"))
-    count = torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)
+    count = torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)
     distributed = gather_distributed and world_info()[1] > 1
     if distributed:
         top = top.clone()
@@ -119,7 +119,7 @@ def estimate_log_z(
         dist.all_reduce(count, op=dist.ReduceOp.SUM)
     if float(count) == 0:
         raise ValueError("cannot estimate Z without noise samples")
-    return math.log(num_samples) + total.log() + top - count.log()
+    return math.log(num_samples) + total.log() + top - count.log().to(x.dtype)
 
 
 def npid_nce_loss(

@@ -98,9 +98,10 @@ def box_class_histogram(
     signs = torch.tensor([1, -1, -1, 1], device=mask.device)
     out = []
     for c in range(num_classes):
-        hit = (mask == c).to(torch.int64)
-        integral = F.pad(hit.cumsum(1).cumsum(2), (1, 0, 1, 0)).reshape(b, -1)  # (B, (H+1)(W+1))
-        vals = integral.gather(1, corners).reshape(b, -1, 4)
+        hit = (mask == c).to(torch.int32)
+        integral = hit.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+        integral = F.pad(integral, (1, 0, 1, 0)).reshape(b, -1)  # (B, (H+1)(W+1))
+        vals = integral.gather(1, corners).reshape(b, -1, 4).long()
         out.append((vals * signs).sum(-1))
     return torch.stack(out, dim=-1)
 

@@ -69,8 +69,9 @@ class PretrainModule(L.LightningModule):
             self._log_diagnostics(batch)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        """Let the method update momentum encoders after the optimizer step."""
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Step the optimizer, then let the method update momentum encoders / prototypes."""
+        super().optimizer_step(*args, **kwargs)
         hook = getattr(self.method, "on_train_step_end", None)
         if hook is not None:
             hook()
