@@ -29,7 +29,7 @@ sample: $(STAMP)
 	$(PY) -m glcnet.data.sample
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) scripts/protocol.py experiment=demo
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -41,11 +41,13 @@ def run_protocol(
     methods: Sequence[str] = ("glcnet",),
     label_fractions: Sequence[float] = (0.01, 0.05),
     include_random_init: bool = True,
+    transfers: Sequence[str] = ("encoder",),
     seed: int = 0,
     common_overrides: Sequence[str] = (),
     pretrain_overrides: Sequence[str] = (),
     finetune_overrides: Sequence[str] = (),
     evaluate_overrides: Sequence[str] = (),
+    method_overrides: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict]:
     """Run the protocol and write ``results.json``, ``results.csv``, ``results.md`` and a plot.
 
@@ -55,11 +57,15 @@ def run_protocol(
         methods: Pretraining method configs (``method=<name>``) compared with random init.
         label_fractions: Labeled fractions of the training tiles.
         include_random_init: Add the random-initialisation baseline.
+        transfers: What each pretrained network hands to fine-tuning (``encoder`` and/or
+            ``encoder+decoder``); every choice is a row of its own.
         seed: Seed of every stage (and of the label-subset draws, shared by all inits).
         common_overrides: Overrides applied to every stage (e.g. ``data.tile_size=128``).
         pretrain_overrides: Overrides of the pretraining runs.
         finetune_overrides: Overrides of the fine-tuning runs.
         evaluate_overrides: Overrides of the evaluation runs.
+        method_overrides: Extra pretraining overrides per method, e.g.
+            ``{"simclr": ["augment=simclr"]}``.
 
     Returns:
         One row per (init, fraction): ``init``, ``label_fraction``, ``labeled_tiles`` and metrics.
@@ -68,9 +74,9 @@ def run_protocol(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = [*common_overrides, f"seed={seed}"]
-    inits: list[tuple[str, str | None]] = []
+    inits: list[tuple[str, str | None, str]] = []
     if include_random_init:
-        inits.append(("random", None))
+        inits.append(("random", None, "encoder"))
     for method in methods:
         t0 = time.perf_counter()
         cfg = compose_stage(
@@ -85,15 +91,18 @@ def run_protocol(
         )
         result = run_pretrain(cfg)
         log.info("pretrained %s in %.0f s", method, time.perf_counter() - t0)
-        inits.append((method, str(result["export"])))
+        for transfer in transfers:
+            name = method if transfer == "encoder" else f"{method} ({transfer})"
+            inits.append((name, str(result["export"]), transfer))
 
     rows = []
     for fraction in label_fractions:
         subset_file: str | None = None
-        for init, weights in inits:
-            tag = f"{init}_frac{fraction:g}"
+        for init, weights, transfer in inits:
+            tag = f"{init.replace(' (encoder+decoder)', '_encdec')}_frac{fraction:g}"
             ft = [*base, f"data.label_fraction={fraction}", *finetune_overrides]
             ft.append(f"pretrained={weights}" if weights else "pretrained=null")
+            ft.append(f"transfer={transfer}")
             if subset_file:
                 ft.append(f"subset_file={subset_file}")
             ft.append(f"paths.output_dir={out}/finetune_{tag}")

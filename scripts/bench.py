@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from glcnet.bench.losses import bench_contrastive_losses
+from glcnet.bench.method_losses import bench_method_losses
 from glcnet.bench.pretrain_step import bench_pretrain_step
 
 
@@ -46,6 +47,12 @@ def main() -> None:
             f"{r['ms_vs_plain']:>10.2f} {r['mem_vs_plain']:>9.2f}"
         )
 
+    print("\n(a') every method's loss (forward+backward, incl. bank/queue write), d=128")
+    method_rows = bench_method_losses(sizes=args.sizes, dim=128, device=args.device)
+    print(f"{'N':>6} {'method':<18} {'ms':>9} {'peak MB':>9}")
+    for r in method_rows:
+        print(f"{r['N']:>6} {r['method']:<18} {r['ms']:>9.2f} {r['peak_MB']:>9.1f}")
+
     print("\n(b) pretraining step (GLCNet vs. two plain forward+backward passes, same batch)")
     view = 112 if args.quick else 224
     tile = 128 if args.quick else 256
@@ -61,7 +68,13 @@ def main() -> None:
         print(f"  {key:<32} {value:.4g}" if isinstance(value, float) else f"  {key:<32} {value}")
     print(f"\nSSL overhead ratio (target <= 1.15): {step['ssl_overhead']:.3f}")
     print(f"loader pairs/s / model pairs/s (must be > 1): {step['loader_vs_model']:.2f}")
-    result = {"when": stamp, "device": args.device, "losses": loss_rows, "pretrain_step": step}
+    result = {
+        "when": stamp,
+        "device": args.device,
+        "losses": loss_rows,
+        "method_losses": method_rows,
+        "pretrain_step": step,
+    }
     (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {out / f'bench_{args.device}.json'}")
 
