@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from glcnet.metrics import ConfusionMatrix, segmentation_metrics
 from glcnet.models.segmenter import Segmenter
 from glcnet.training.pretrain_module import NonFiniteLossError
-from glcnet.training.schedule import build_scheduler
+from glcnet.training.schedule import optimization
 
 
 class FinetuneModule(L.LightningModule):
@@ -102,10 +102,10 @@ class FinetuneModule(L.LightningModule):
 
     def configure_optimizers(self):
         """Optimizer from the config; per-step schedule over the whole run."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = self.optimizer_factory(params)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            total = 1
-        sched = build_scheduler(self.scheduler_name, opt, int(total), self.warmup_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optimization(
+            self.model.parameters(),
+            self.optimizer_factory,
+            self.scheduler_name,
+            self.trainer.estimated_stepping_batches,
+            self.warmup_steps,
+        )

@@ -75,7 +75,9 @@ def run_pretrain(cfg: DictConfig) -> dict:
     pairs = PairedViewDataset(tiles, views, keep=("mask",) if labels else ())
     loader = data.loader(pairs, train=True)
     log.info("pretraining on %d tiles (%d batches per epoch) in %s", len(pairs), len(loader), out)
-    extra = {"num_samples": len(pairs)} if getattr(method_cls, "requires_num_samples", False) else {}
+    extra = (
+        {"num_samples": len(pairs)} if getattr(method_cls, "requires_num_samples", False) else {}
+    )
     method = instantiate(cfg.method, **extra)
     module = PretrainModule(
         method,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -10,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from glcnet.training.schedule import build_scheduler
+from glcnet.training.schedule import optimization
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -97,10 +96,10 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         """Optimizer from the config; per-step schedule over the whole run."""
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        opt = self.optimizer_factory(params)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            total = 1
-        sched = build_scheduler(self.scheduler_name, opt, int(total), self.warmup_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return optimization(
+            self.method.parameters(),
+            self.optimizer_factory,
+            self.scheduler_name,
+            self.trainer.estimated_stepping_batches,
+            self.warmup_steps,
+        )

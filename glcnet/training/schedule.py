@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -41,3 +43,28 @@ def build_scheduler(name: str, optimizer: Optimizer, total_steps: int, warmup_st
     if name == "constant":
         return LambdaLR(optimizer, lambda step: 1.0)
     raise ValueError(f"unknown scheduler {name!r}; use 'cosine' or 'constant'")
+
+
+def optimization(
+    parameters: Iterable[nn.Parameter],
+    optimizer_factory: Callable[..., Optimizer],
+    scheduler: str,
+    total_steps: float,
+    warmup_steps: int = 0,
+) -> dict:
+    """What a LightningModule's ``configure_optimizers`` returns: optimizer + per-step schedule.
+
+    Args:
+        parameters: All parameters; those not requiring gradients are left out.
+        optimizer_factory: Partial optimizer constructor (from the ``optimizer`` config group).
+        scheduler: ``cosine`` or ``constant``.
+        total_steps: Optimizer steps of the run (``trainer.estimated_stepping_batches``; inf -> 1).
+        warmup_steps: Linear warm-up steps.
+
+    Returns:
+        ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval": "step"}}``.
+    """
+    opt = optimizer_factory([p for p in parameters if p.requires_grad])
+    total = int(total_steps) if math.isfinite(total_steps) else 1
+    sched = build_scheduler(scheduler, opt, total, warmup_steps)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
