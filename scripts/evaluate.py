@@ -5,7 +5,7 @@ python scripts/evaluate.py --help
 """
 
 import hydra
-from _common import CONFIG_DIR
+from _common import CONFIG_DIR, report_input_errors
 from omegaconf import DictConfig
 
 from glcnet.training.evaluate import run_evaluate
@@ -16,7 +16,7 @@ register_resolvers()
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = run_evaluate(cfg)
+    result = report_input_errors(lambda: run_evaluate(cfg))
     print(f"run folder: {result['output_dir']}\nmetrics: {result['files']['json']}")
 
 

@@ -5,7 +5,7 @@ python scripts/finetune.py --help
 """
 
 import hydra
-from _common import CONFIG_DIR
+from _common import CONFIG_DIR, report_input_errors
 from omegaconf import DictConfig
 
 from glcnet.training.finetune import run_finetune
@@ -16,7 +16,7 @@ register_resolvers()
 
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = run_finetune(cfg)
+    result = report_input_errors(lambda: run_finetune(cfg))
     print(f"run folder: {result['output_dir']}\nbest checkpoint: {result['best_checkpoint']}")
 
 

@@ -6,7 +6,7 @@ python scripts/pretrain.py --cfg job    # print the composed config and exit
 """
 
 import hydra
-from _common import CONFIG_DIR
+from _common import CONFIG_DIR, report_input_errors
 from omegaconf import DictConfig
 
 from glcnet.training.pretrain import run_pretrain
@@ -17,7 +17,7 @@ register_resolvers()
 
 @hydra.main(config_path=CONFIG_DIR, config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = run_pretrain(cfg)
+    result = report_input_errors(lambda: run_pretrain(cfg))
     print(f"run folder: {result['output_dir']}\npretrained weights: {result['export']}")
 
 

@@ -6,7 +6,7 @@ python scripts/protocol.py protocol.label_fractions=[0.01,0.1] protocol.methods=
 """
 
 import hydra
-from _common import CONFIG_DIR
+from _common import CONFIG_DIR, report_input_errors
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +20,7 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     out = HydraConfig.get().runtime.output_dir
     args = OmegaConf.to_container(cfg.protocol, resolve=True)
-    rows = run_protocol(config_dir=CONFIG_DIR, output_dir=out, **args)
+    rows = report_input_errors(lambda: run_protocol(config_dir=CONFIG_DIR, output_dir=out, **args))
     print("\nFew-label protocol (test split, whole scenes):\n")
     print(format_table(rows))
     print(f"\nresults, plot and every run: {out}")

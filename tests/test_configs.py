@@ -187,3 +187,22 @@ def test_cli_pretrain_runs_and_writes_checkpoint_and_events(tiny_sample_root, tm
     assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     assert (run / ".hydra" / "config.yaml").exists()
     assert "pretrained weights:" in res.stdout
+
+
+def test_cli_reports_input_errors_in_one_line(tiny_sample_root, tmp_path):
+    res = _script(
+        "finetune.py",
+        f"data.root={tiny_sample_root}",
+        "data.sample_seed=null",
+        "data.tile_size=64",
+        "data.label_fraction=0.001",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2
+    assert (
+        res.stderr.strip().splitlines()[-1].startswith("error: data.label_fraction=0.001 selects")
+    )
+    assert "Traceback" not in res.stderr
+    res = _script("pretrain.py", "data=potsdam", f"data.root={tmp_path / 'nope'}", cwd=tmp_path)
+    assert res.returncode == 2 and "root folder not found" in res.stderr

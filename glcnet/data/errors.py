@@ -38,3 +38,7 @@ class SceneTooSmallError(DataError):
 
 class EmptySplitError(DataError):
     """A split selects no scene."""
+
+
+class SubsetError(ValueError):
+    """A labeled-subset setting (fraction, count, subset file) that does not fit the data set."""

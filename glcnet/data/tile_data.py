@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from glcnet.data.classes import IGNORE_INDEX
+from glcnet.data.errors import SubsetError
 
 
 class TileData:
@@ -159,12 +160,12 @@ class TileData:
         if count is None:
             count = int(round(self.label_fraction * num_tiles))
             if count < 1:
-                raise ValueError(
+                raise SubsetError(
                     f"data.label_fraction={self.label_fraction} selects no tile out of {num_tiles} "
                     f"training tiles; use a larger fraction or data.label_count=N"
                 )
         if count > num_tiles:
-            raise ValueError(f"data.label_count={count} exceeds the {num_tiles} training tiles")
+            raise SubsetError(f"data.label_count={count} exceeds the {num_tiles} training tiles")
         rng = np.random.default_rng(seed)
         return sorted(rng.choice(num_tiles, size=count, replace=False).tolist())
 
@@ -215,6 +216,6 @@ def load_subset(path: str | Path, dataset: Dataset) -> Subset:
         if i >= len(dataset) or (
             tiles is not None and row["tile"] is not None and list(tiles[i]) != row["tile"]
         ):
-            raise ValueError(f"{path}: tile {row} does not match the data set (different tiling?)")
+            raise SubsetError(f"{path}: tile {row} does not match the data set (different tiling?)")
         idx.append(i)
     return Subset(dataset, idx)
