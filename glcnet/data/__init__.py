@@ -10,4 +10,11 @@ from glcnet.data.classes import IGNORE_INDEX, ISPRS_CLASSES, ISPRS_PALETTE
 from glcnet.data.folder import FolderDataset
 from glcnet.data.isprs import Potsdam, Vaihingen
 
-__all__ = ["IGNORE_INDEX", "ISPRS_CLASSES", "ISPRS_PALETTE", "FolderDataset", "Potsdam", "Vaihingen"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ISPRS_CLASSES",
+    "ISPRS_PALETTE",
+    "FolderDataset",
+    "Potsdam",
+    "Vaihingen",
+]
