@@ -98,3 +98,22 @@ def test_optimization_skips_frozen_parameters():
     params = out["optimizer"].param_groups[0]["params"]
     assert len(params) == 1 and params[0] is a
     assert out["lr_scheduler"]["interval"] == "step"
+
+
+def test_glcnet_one_or_two_passes_agree_when_batch_norm_is_frozen():
+    import numpy as np
+    from torch.utils.data import default_collate
+
+    from glcnet.data.views import PairedViews
+    from glcnet.methods.glcnet import GLCNet
+
+    torch.manual_seed(0)
+    views = PairedViews(size=64, region_size=16)
+    rng = np.random.default_rng(0)
+    batch = default_collate([views(torch.rand(4, 80, 80), rng) for _ in range(3)])
+    model = Segmenter("resnet18", in_channels=4, num_classes=6).eval()  # running BN statistics
+    one, two = GLCNet(model), GLCNet(model, concat_views=False)
+    two.load_state_dict(one.state_dict())
+    a, b = one(batch), two(batch)
+    for key in ("loss", "loss_global", "loss_local"):
+        assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -69,9 +69,10 @@ def bench_pretrain_step(
         precision: ``32`` or ``bf16`` (autocast on the device).
 
     Returns:
-        Timings (seconds), throughputs (pairs/s) and the ratios ``ssl_overhead`` (GLCNet step / two
-        plain passes; target <= 1.15) and ``loader_vs_model`` (pipeline pairs/s / model pairs/s;
-        must be > 1 so the loader is not the bottleneck).
+        Timings (seconds), throughputs (pairs/s) and the ratios ``ssl_overhead`` (GLCNet step with
+        both views in one 2B batch / two plain passes; target <= 1.15), ``ssl_overhead_two_passes``
+        (the same with ``concat_views=False``, i.e. like for like) and ``loader_vs_model``
+        (pipeline pairs/s / model pairs/s; must be > 1 so the loader is not the bottleneck).
     """
     torch.manual_seed(0)
     views = PairedViews(size=view_size, region_size=max(8, view_size * 48 // 224))
@@ -80,12 +81,19 @@ def bench_pretrain_step(
     batch = {k: v.to(device) for k, v in batch.items()}
     model = Segmenter(encoder, in_channels=channels, num_classes=6).to(device)
     method = GLCNet(model).to(device)
+    method_split = GLCNet(model, concat_views=False).to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def glcnet_step() -> None:
         method.zero_grad(set_to_none=True)
         with autocast:
             loss = method(batch)["loss"]
+        loss.backward()
+
+    def glcnet_split_step() -> None:
+        method_split.zero_grad(set_to_none=True)
+        with autocast:
+            loss = method_split(batch)["loss"]
         loss.backward()
 
     def plain_step() -> None:
@@ -97,6 +105,7 @@ def bench_pretrain_step(
 
     t_glcnet = _timed(glcnet_step, repeats, device)
     t_plain = _timed(plain_step, repeats, device)
+    t_split = _timed(glcnet_split_step, repeats, device)
 
     one_core = time.perf_counter()
     n_items = batch_size * 4
@@ -120,6 +129,8 @@ def bench_pretrain_step(
         "glcnet_step_s": t_glcnet,
         "two_plain_passes_s": t_plain,
         "ssl_overhead": t_glcnet / t_plain,
+        "glcnet_step_two_passes_s": t_split,
+        "ssl_overhead_two_passes": t_split / t_plain,
         "pipeline_pairs_per_s_one_core": 1.0 / t_item,
         "loader_pairs_per_s": loader_rate,
         "model_pairs_per_s": model_rate,

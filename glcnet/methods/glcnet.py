@@ -15,7 +15,7 @@ from glcnet.data.regions import pool_regions, region_weights
 from glcnet.losses.contrastive import NTXentLoss
 from glcnet.methods.base import PretrainMethod
 from glcnet.models.heads import GlobalPooling, ProjectionHead
-from glcnet.models.segmenter import Segmenter
+from glcnet.models.segmenter import Segmenter, SegmenterFeatures
 
 
 class GLCNet(PretrainMethod):
@@ -41,6 +41,8 @@ class GLCNet(PretrainMethod):
             positive out of the denominator (False).
         local_chunk_size: Anchor chunk of the local loss (bounds its O(N_L^2) memory); None: unchunked.
         gather_distributed: Use negatives from all processes.
+        concat_views: Run both views through the network as one batch of 2B (one pass; batch norm
+            sees both views; usually fastest on GPUs) or as two batches of B (faster on CPUs).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class GLCNet(PretrainMethod):
         positive_in_denominator: bool = True,
         local_chunk_size: int | None = 4096,
         gather_distributed: bool = True,
+        concat_views: bool = True,
     ) -> None:
         super().__init__(model)
         if global_pooling is None and local_head_dims is None:
@@ -79,6 +82,7 @@ class GLCNet(PretrainMethod):
             chunk_size=local_chunk_size,
             gather_distributed=gather_distributed,
         )
+        self.concat_views = concat_views
         both = self.global_head is not None and self.local_head is not None
         self.weights = (lambda_, 1.0 - lambda_) if both else (1.0, 1.0)
 
@@ -96,7 +100,13 @@ class GLCNet(PretrainMethod):
         """
         view_a, view_b = batch["view_a"], batch["view_b"]
         n = view_a.shape[0]
-        feats = self.model.features(torch.cat([view_a, view_b]))
+        if self.concat_views:
+            feats = self.model.features(torch.cat([view_a, view_b]))
+        else:
+            fa, fb = self.model.features(view_a), self.model.features(view_b)
+            feats = SegmenterFeatures(
+                aspp=torch.cat([fa.aspp, fb.aspp]), decoder=torch.cat([fa.decoder, fb.decoder])
+            )
         out: dict[str, Tensor] = {}
         total = view_a.new_zeros((), dtype=torch.float32)
         if self.global_head is not None:
