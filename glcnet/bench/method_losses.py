@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from glcnet.bench.losses import peak_memory_mb, time_ms
+from glcnet.bench.losses import _train_step, peak_memory_mb, time_ms
 from glcnet.losses.contrastive import NTXentLoss
 from glcnet.losses.memory import MemoryBank, Queue
 from glcnet.losses.supcon import SupConLoss
@@ -105,20 +105,6 @@ def _loss_fns(
         "moco_supcon": moco_supcon,
         "swav": swav_loss,
     }
-
-
-def _train_step(
-    loss_fn: Callable[[Tensor, Tensor], Tensor], z_a: Tensor, z_b: Tensor, values: list[float]
-) -> Callable[[], None]:
-    """One forward + backward of ``loss_fn`` on the leaves ``z_a``, ``z_b``; records the loss."""
-
-    def step() -> None:
-        z_a.grad = z_b.grad = None
-        loss = loss_fn(z_a, z_b)
-        loss.backward()
-        values.append(float(loss.detach()))
-
-    return step
 
 
 def bench_method_losses(
