@@ -74,9 +74,9 @@ def run_protocol(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = [*common_overrides, f"seed={seed}"]
-    inits: list[tuple[str, str | None, str]] = []
+    inits: list[tuple[str, str, str | None, str]] = []  # (row name, folder tag, weights, transfer)
     if include_random_init:
-        inits.append(("random", None, "encoder"))
+        inits.append(("random", "random", None, "encoder"))
     for method in methods:
         t0 = time.perf_counter()
         cfg = compose_stage(
@@ -92,14 +92,17 @@ def run_protocol(
         result = run_pretrain(cfg)
         log.info("pretrained %s in %.0f s", method, time.perf_counter() - t0)
         for transfer in transfers:
-            name = method if transfer == "encoder" else f"{method} ({transfer})"
-            inits.append((name, str(result["export"]), transfer))
+            if transfer == "encoder":
+                name, tag = method, method
+            else:
+                name, tag = f"{method} ({transfer})", f"{method}_{transfer.replace('+', '_')}"
+            inits.append((name, tag, str(result["export"]), transfer))
 
     rows = []
     for fraction in label_fractions:
         subset_file: str | None = None
-        for init, weights, transfer in inits:
-            tag = f"{init.replace(' (encoder+decoder)', '_encdec')}_frac{fraction:g}"
+        for init, init_tag, weights, transfer in inits:
+            tag = f"{init_tag}_frac{fraction:g}"
             ft = [*base, f"data.label_fraction={fraction}", *finetune_overrides]
             ft.append(f"pretrained={weights}" if weights else "pretrained=null")
             ft.append(f"transfer={transfer}")

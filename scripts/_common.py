@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,17 +18,14 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
     fit, unavailable encoder weights and a diverging loss are the user's to fix, so they are reported
     without a stack trace (``GLCNET_TRACEBACK=1`` shows it). Anything else is a bug and raises.
     """
-    import os
-
     from glcnet.data.classes import UnknownColorError
-    from glcnet.data.errors import DataError, EmptyFolderError, MissingDataError, SubsetError
+    from glcnet.data.errors import DataError, MissingDataError, SubsetError
     from glcnet.models.segmenter import EncoderWeightsError
     from glcnet.training.export import CheckpointMismatchError
     from glcnet.training.pretrain_module import NonFiniteLossError
 
-    user_errors = (
+    user_errors = (  # EmptyFolderError is a MissingDataError
         DataError,
-        EmptyFolderError,
         MissingDataError,
         SubsetError,
         UnknownColorError,
