@@ -35,6 +35,10 @@ def compose_stage(config_dir: str, name: str, overrides: Sequence[str]) -> DictC
         return compose(config_name=name, overrides=list(overrides))
 
 
+class ProtocolResumeError(ValueError):
+    """The folder to resume holds a protocol run made with other settings."""
+
+
 def run_protocol(
     config_dir: str,
     output_dir: str | Path,
@@ -48,8 +52,15 @@ def run_protocol(
     finetune_overrides: Sequence[str] = (),
     evaluate_overrides: Sequence[str] = (),
     method_overrides: Mapping[str, Sequence[str]] | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Run the protocol and write ``results.json``, ``results.csv``, ``results.md`` and a plot.
+
+    Inits run one after the other (random first, then each method: pretraining, then fine-tuning at
+    every fraction), and the result files are rewritten after every row, so a long run shows its
+    first rows early. With ``resume`` an interrupted run in ``output_dir`` is completed: finished
+    rows are kept, a finished pretraining is reused, and an unfinished one continues from its last
+    checkpoint.
 
     Args:
         config_dir: Absolute path of the ``configs/`` folder.
@@ -66,69 +77,192 @@ def run_protocol(
         evaluate_overrides: Overrides of the evaluation runs.
         method_overrides: Extra pretraining overrides per method, e.g.
             ``{"simclr": ["augment=simclr"]}``.
+        resume: Complete the protocol run already in ``output_dir`` (same settings required;
+            methods and fractions may be added).
 
     Returns:
-        One row per (init, fraction): ``init``, ``label_fraction``, ``labeled_tiles`` and metrics.
+        One row per (init, fraction), ordered by fraction then init: ``init``, ``label_fraction``,
+        ``labeled_tiles``, the metrics, ``pretrain_s`` and ``finetune_s`` (seconds).
+
+    Raises:
+        ProtocolResumeError: ``resume`` on a folder whose run used other settings.
     """
     register_resolvers()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    method_overrides = {k: list(v) for k, v in (method_overrides or {}).items()}
+    settings = {
+        "seed": seed,
+        "common_overrides": list(common_overrides),
+        "pretrain_overrides": list(pretrain_overrides),
+        "finetune_overrides": list(finetune_overrides),
+        "evaluate_overrides": list(evaluate_overrides),
+    }
+    state = _open_state(out, settings, resume)
+    done = {(r["init"], r["label_fraction"]): r for r in _load_rows(out)} if resume else {}
     base = [*common_overrides, f"seed={seed}"]
-    inits: list[tuple[str, str, str | None, str]] = []  # (row name, folder tag, weights, transfer)
-    if include_random_init:
-        inits.append(("random", "random", None, "encoder"))
-    for method in methods:
-        t0 = time.perf_counter()
-        cfg = compose_stage(
-            config_dir,
-            "pretrain",
-            [
-                *base,
-                f"method={method}",
-                *pretrain_overrides,
-                f"paths.output_dir={out}/pretrain_{method}",
-            ],
-        )
-        result = run_pretrain(cfg)
-        log.info("pretrained %s in %.0f s", method, time.perf_counter() - t0)
-        for transfer in transfers:
-            if transfer == "encoder":
-                name, tag = method, method
-            else:
-                name, tag = f"{method} ({transfer})", f"{method}_{transfer.replace('+', '_')}"
-            inits.append((name, tag, str(result["export"]), transfer))
+    init_order = (["random"] if include_random_init else []) + [
+        _row_name(m, t) for m in methods for t in transfers
+    ]
+    rows: list[dict] = []
 
-    rows = []
-    for fraction in label_fractions:
-        subset_file: str | None = None
-        for init, init_tag, weights, transfer in inits:
-            tag = f"{init_tag}_frac{fraction:g}"
-            ft = [*base, f"data.label_fraction={fraction}", *finetune_overrides]
-            ft.append(f"pretrained={weights}" if weights else "pretrained=null")
-            ft.append(f"transfer={transfer}")
-            if subset_file:
-                ft.append(f"subset_file={subset_file}")
-            ft.append(f"paths.output_dir={out}/finetune_{tag}")
-            t0 = time.perf_counter()
-            fres = run_finetune(compose_stage(config_dir, "finetune", ft))
-            subset_file = subset_file or str(fres["subset_file"])
-            t_ft = time.perf_counter() - t0
-            ev = [
-                *base,
-                *evaluate_overrides,
-                f"checkpoint={fres['best_checkpoint']}",
-                f"paths.output_dir={out}/evaluate_{tag}",
-            ]
-            eres = run_evaluate(compose_stage(config_dir, "evaluate", ev))
-            labeled = json.loads(Path(fres["subset_file"]).read_text())["count"]
-            row = {"init": init, "label_fraction": fraction, "labeled_tiles": labeled}
-            row.update({k: float(eres["metrics"][k]) for k in METRIC_KEYS})
-            row["finetune_s"] = round(t_ft, 1)
-            rows.append(row)
-            log.info("%s: %s", tag, row)
-            write_results(out, rows)
+    def finish(row: dict) -> None:
+        rows.append(row)
+        rows.sort(
+            key=lambda r: (label_fractions.index(r["label_fraction"]), init_order.index(r["init"]))
+        )
+        write_results(out, rows)
+
+    def fine_tune_all(name: str, tag: str, weights: str | None, transfer: str, pre_s: float):
+        for fraction in label_fractions:
+            if (name, fraction) in done:
+                log.info("%s at %g: kept from the earlier run", name, fraction)
+                finish(done[(name, fraction)])
+                continue
+            key = f"{fraction:g}"
+            row, subset = _fine_tune_and_evaluate(
+                config_dir,
+                out,
+                base,
+                name,
+                f"{tag}_frac{key}",
+                weights,
+                transfer,
+                fraction,
+                state["subsets"].get(key),
+                finetune_overrides,
+                evaluate_overrides,
+            )
+            row["pretrain_s"] = round(pre_s, 1)
+            state["subsets"].setdefault(key, subset)
+            _save_state(out, state)
+            finish(row)
+
+    if include_random_init:
+        fine_tune_all("random", "random", None, "encoder", 0.0)
+    for method in methods:
+        needed = [
+            t
+            for t in transfers
+            if any((_row_name(method, t), f) not in done for f in label_fractions)
+        ]
+        weights, pre_s = None, state["pretrain_s"].get(method, 0.0)
+        if needed:
+            weights, pre_s = _pretrain(
+                config_dir,
+                out,
+                base,
+                method,
+                [*pretrain_overrides, *method_overrides.get(method, [])],
+                resume,
+            )
+            pre_s = state["pretrain_s"][method] = pre_s or state["pretrain_s"].get(method, 0.0)
+            _save_state(out, state)
+        for transfer in transfers:
+            tag = method if transfer == "encoder" else f"{method}_{transfer.replace('+', '_')}"
+            fine_tune_all(_row_name(method, transfer), tag, weights, transfer, pre_s)
     GlobalHydra.instance().clear()
     return rows
+
+
+def _row_name(method: str, transfer: str) -> str:
+    return method if transfer == "encoder" else f"{method} ({transfer})"
+
+
+def _pretrain(
+    config_dir: str,
+    out: Path,
+    base: Sequence[str],
+    method: str,
+    overrides: Sequence[str],
+    resume: bool,
+) -> tuple[str, float]:
+    """Pretrain ``method`` (or reuse / continue an earlier attempt); the weights file and seconds."""
+    folder = out / f"pretrain_{method}"
+    export = folder / "pretrained.pt"
+    if resume and export.is_file():
+        log.info("pretrained %s: kept from the earlier run (%s)", method, export)
+        return str(export), 0.0
+    last = folder / "checkpoints" / "last.ckpt"
+    cont = [f"ckpt_path={last}"] if resume and last.is_file() else []
+    if cont:
+        log.info("pretraining %s continues from %s", method, last)
+    t0 = time.perf_counter()
+    cfg = compose_stage(
+        config_dir,
+        "pretrain",
+        [*base, f"method={method}", *overrides, *cont, f"paths.output_dir={folder}"],
+    )
+    result = run_pretrain(cfg)
+    seconds = time.perf_counter() - t0
+    log.info("pretrained %s in %.0f s", method, seconds)
+    return str(result["export"]), seconds
+
+
+def _fine_tune_and_evaluate(
+    config_dir: str,
+    out: Path,
+    base: Sequence[str],
+    name: str,
+    tag: str,
+    weights: str | None,
+    transfer: str,
+    fraction: float,
+    subset_file: str | None,
+    finetune_overrides: Sequence[str],
+    evaluate_overrides: Sequence[str],
+) -> tuple[dict, str]:
+    """One protocol row: fine-tune from ``weights`` on the fraction's subset, then evaluate."""
+    ft = [*base, f"data.label_fraction={fraction}", *finetune_overrides]
+    ft.append(f"pretrained={weights}" if weights else "pretrained=null")
+    ft.append(f"transfer={transfer}")
+    if subset_file:
+        ft.append(f"subset_file={subset_file}")
+    ft.append(f"paths.output_dir={out}/finetune_{tag}")
+    t0 = time.perf_counter()
+    fres = run_finetune(compose_stage(config_dir, "finetune", ft))
+    t_ft = time.perf_counter() - t0
+    ev = [
+        *base,
+        *evaluate_overrides,
+        f"checkpoint={fres['best_checkpoint']}",
+        f"paths.output_dir={out}/evaluate_{tag}",
+    ]
+    eres = run_evaluate(compose_stage(config_dir, "evaluate", ev))
+    labeled = json.loads(Path(fres["subset_file"]).read_text())["count"]
+    row = {"init": name, "label_fraction": fraction, "labeled_tiles": labeled}
+    row.update({k: float(eres["metrics"][k]) for k in METRIC_KEYS})
+    row["finetune_s"] = round(t_ft, 1)
+    log.info("%s: %s", tag, row)
+    return row, str(fres["subset_file"])
+
+
+def _open_state(out: Path, settings: dict, resume: bool) -> dict:
+    """Read (``resume``) or start the run's ``protocol_state.json``: settings and shared subsets."""
+    path = out / "protocol_state.json"
+    if resume and path.is_file():
+        state = json.loads(path.read_text())
+        if state["settings"] != settings:
+            diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise ProtocolResumeError(
+                f"{out} holds a protocol run with other settings ({', '.join(diff)} differ); "
+                "resume it with the settings it was started with, or start a new run"
+            )
+        return state
+    if resume:
+        raise ProtocolResumeError(f"nothing to resume in {out}: no protocol_state.json there")
+    state = {"settings": settings, "subsets": {}, "pretrain_s": {}}
+    _save_state(out, state)
+    return state
+
+
+def _save_state(out: Path, state: dict) -> None:
+    (out / "protocol_state.json").write_text(json.dumps(state, indent=1))
+
+
+def _load_rows(out: Path) -> list[dict]:
+    path = out / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def format_table(rows: Sequence[dict]) -> str:

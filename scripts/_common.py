@@ -21,6 +21,7 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
     from glcnet.data.classes import UnknownColorError
     from glcnet.data.errors import DataError, MissingDataError, SubsetError
     from glcnet.models.segmenter import EncoderWeightsError
+    from glcnet.protocol import ProtocolResumeError
     from glcnet.training.export import CheckpointMismatchError
     from glcnet.training.pretrain_module import NonFiniteLossError
 
@@ -32,6 +33,7 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
         EncoderWeightsError,
         CheckpointMismatchError,
         NonFiniteLossError,
+        ProtocolResumeError,
     )
     try:
         return run()

@@ -17,7 +17,8 @@ register_resolvers()
 @hydra.main(config_path=CONFIG_DIR, config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     result = report_input_errors(lambda: run_finetune(cfg))
-    print(f"run folder: {result['output_dir']}\nbest checkpoint: {result['best_checkpoint']}")
+    if result["is_global_zero"]:  # one summary, not one per process
+        print(f"run folder: {result['output_dir']}\nbest checkpoint: {result['best_checkpoint']}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ register_resolvers()
 @hydra.main(config_path=CONFIG_DIR, config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     result = report_input_errors(lambda: run_pretrain(cfg))
-    print(f"run folder: {result['output_dir']}\npretrained weights: {result['export']}")
+    if result["is_global_zero"]:  # one summary, not one per process
+        print(f"run folder: {result['output_dir']}\npretrained weights: {result['export']}")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,38 @@ def test_cli_pretrain_runs_and_writes_checkpoint_and_events(tiny_sample_root, tm
     assert "pretrained weights:" in res.stdout
 
 
+def test_cli_ddp_on_two_cpu_processes_shares_the_queue(tiny_sample_root, tmp_path):
+    """Lightning DDP (2 gloo processes) through Hydra: the MoCo queue receives every rank's keys."""
+    steps, per_rank, world, queue = 3, 4, 2, 20  # 24 keys into 20 slots: not a multiple
+    res = _script(
+        "pretrain.py",
+        "method=moco",
+        f"method.queue_size={queue}",
+        f"data.root={tiny_sample_root}",
+        "data.sample_seed=null",
+        "data.tile_size=64",
+        f"data.batch_size={per_rank}",
+        "data.num_workers=0",
+        "augment.size=64",
+        "augment.region_size=16",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        f"trainer.devices={world}",
+        f"trainer.max_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("pretrained weights:") == 1  # printed by rank 0 only
+    assert "sync_batchnorm needs GPUs" in res.stdout + res.stderr
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )["state_dict"]
+    assert int(state["method.queue.ptr"]) == (steps * per_rank * world) % queue
+    assert torch.isfinite(state["method.queue.keys"]).all()
+
+
 def test_cli_reports_input_errors_in_one_line(tiny_sample_root, tmp_path):
     res = _script(
         "finetune.py",

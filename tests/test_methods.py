@@ -298,11 +298,16 @@ class TinySegmenter(nn.Module):
         self.aspp = nn.Conv2d(8, 8, 3, stride=4, padding=1)
         self.fuse = nn.Conv2d(8, 8, 1)
 
-    def features(self, x: torch.Tensor) -> SegmenterFeatures:
+    def features(self, x: torch.Tensor, with_decoder: bool = True) -> SegmenterFeatures:
         low = torch.relu(self.encoder(x))  # (B, 8, S/4, S/4)
         aspp = self.aspp(low)  # (B, 8, S/16, S/16)
+        if not with_decoder:
+            return SegmenterFeatures(aspp=aspp, decoder=None)
         up = F.interpolate(aspp, size=low.shape[-2:], mode="nearest")
         return SegmenterFeatures(aspp=aspp, decoder=self.fuse(low + up))
+
+    def decoder_output_layers(self) -> list[nn.Module]:
+        return [self.fuse]
 
 
 def _tiny_model() -> TinySegmenter:
@@ -365,10 +370,32 @@ def test_method_forward_backward(name):
     out = method(_batch(crops=name == "swav"))
     assert out["loss"].shape == () and torch.isfinite(out["loss"])
     out["loss"].backward()
+    method.on_after_backward()
     enc = [p.grad for p in method.model.encoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in enc)
     assert any(g.abs().sum() > 0 for g in enc)
+    # plain DDP needs a gradient for every trainable parameter: what the loss does not reach is frozen
+    missing = [k for k, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    uses_decoder = name in ("supcon_region",)
+    frozen = {p.requires_grad for m in method.model.decoder_output_layers() for p in m.parameters()}
+    assert frozen == {uses_decoder}
     method.on_train_step_end()
+
+
+@pytest.mark.parametrize(
+    "kwargs, uses_decoder",
+    [({}, True), ({"local_head_dims": None}, False), ({"global_pooling": None}, True)],
+)
+def test_glcnet_variants_train_every_trainable_parameter(kwargs, uses_decoder):
+    from glcnet.methods.glcnet import GLCNet
+
+    method = GLCNet(_segmenter(), **kwargs)
+    method(_batch())["loss"].backward()
+    missing = [k for k, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    frozen = {p.requires_grad for m in method.model.decoder_output_layers() for p in m.parameters()}
+    assert frozen == {uses_decoder}
 
 
 def test_simclr_method_loss_is_ntxent_of_its_projections():
@@ -511,9 +538,15 @@ def test_swav_method_loss_prototypes_and_queue():
 def test_swav_frozen_prototypes_get_no_gradient():
     method = SwAV(_tiny_model(), num_prototypes=5, freeze_prototypes_steps=1)
     method(_batch())["loss"].backward()
-    assert method.prototypes.weight.grad is None
+    assert method.prototypes.weight.grad is not None  # in the graph (plain DDP reduces it) ...
+    method.on_after_backward()
+    assert method.prototypes.weight.grad is None  # ... then dropped: the optimizer skips it
+    before = method.prototypes.weight.detach().clone()
+    torch.optim.Adam(method.parameters(), lr=0.1).step()
+    assert torch.equal(method.prototypes.weight, before)
     method.on_train_step_end()
     method(_batch())["loss"].backward()
+    method.on_after_backward()
     assert method.prototypes.weight.grad is not None
 
 

@@ -48,6 +48,7 @@ METHODS = {  # name -> constructor of a method around a fresh tiny net
     "moco_symmetric": lambda m: MoCo(m, head_dims=(8, 4), queue_size=4, symmetric=True),
     "moco_supcon": lambda m: MoCoSupCon(m, head_dims=(8, 4), queue_size=6, symmetric=True),
     "swav": lambda m: SwAV(m, head_dims=(8, 4), num_prototypes=3, queue_length=5),
+    "swav_frozen": lambda m: SwAV(m, head_dims=(8, 4), num_prototypes=3, freeze_prototypes_steps=1),
 }
 
 
@@ -87,6 +88,7 @@ def _run_method(name: str, batches, wrap=None) -> dict[str, object]:
         torch.manual_seed(100 + step)  # NCE noise
         loss = model(batch)["loss"]
         loss.backward()
+        method.on_after_backward()
         res["loss"].append(loss.detach())
         res["grads"].append(
             {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}
@@ -169,7 +171,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "stores": _stores(data, sl),
         }
         batches = [{k: v[sl] for k, v in _batch(step).items()} for step in range(STEPS)]
-        wrap = lambda m: DistributedDataParallel(m, find_unused_parameters=True)  # noqa: E731
+        # plain DDP: it fails if a trainable parameter gets no gradient
+        wrap = lambda m: DistributedDataParallel(m)  # noqa: E731
         res["methods"] = {name: _run_method(name, batches, wrap) for name in METHODS}
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -20,16 +20,26 @@ class PretrainMethod(nn.Module):
         requires_num_samples: The constructor takes ``num_samples`` = number of pretraining tiles
             (memory bank); the run passes it.
 
+    Every trainable parameter must receive a gradient on every step, so that plain DDP (no search
+    for unused parameters) works: parts of the network that a method's loss does not reach are
+    frozen here.
+
     Args:
         model: The DeepLabV3+ network being pretrained.
+        uses_decoder_output: The loss uses the decoder output; False freezes the decoder layers
+            after the ASPP (they are then exported as initialised).
     """
 
     requires_labels: bool = False
     requires_num_samples: bool = False
 
-    def __init__(self, model: Segmenter) -> None:
+    def __init__(self, model: Segmenter, uses_decoder_output: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.uses_decoder_output = uses_decoder_output
+        if not uses_decoder_output:
+            for layer in getattr(model, "decoder_output_layers", list)():
+                layer.requires_grad_(False)
         # the classifier is not part of any pretraining objective: freeze it so that DDP does not
         # wait for gradients that never come (fine-tuning builds a fresh one)
         head = getattr(model, "head", None)
@@ -39,6 +49,9 @@ class PretrainMethod(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses of one batch; see :class:`glcnet.methods.glcnet.GLCNet` for the batch keys."""
         raise NotImplementedError
+
+    def on_after_backward(self) -> None:
+        """Called after every backward pass, before the optimizer step; no-op by default."""
 
     def on_train_step_end(self) -> None:
         """Called after every optimizer step (momentum-encoder updates); no-op by default."""

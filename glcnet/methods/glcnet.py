@@ -58,7 +58,7 @@ class GLCNet(PretrainMethod):
         gather_distributed: bool = True,
         concat_views: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=local_head_dims is not None)
         if global_pooling is None and local_head_dims is None:
             raise ValueError("GLCNet needs at least one branch: global_pooling or local_head_dims")
         if not 0.0 <= lambda_ <= 1.0:
@@ -100,12 +100,15 @@ class GLCNet(PretrainMethod):
         """
         view_a, view_b = batch["view_a"], batch["view_b"]
         n = view_a.shape[0]
+        with_decoder = self.local_head is not None
         if self.concat_views:
-            feats = self.model.features(torch.cat([view_a, view_b]))
+            feats = self.model.features(torch.cat([view_a, view_b]), with_decoder=with_decoder)
         else:
-            fa, fb = self.model.features(view_a), self.model.features(view_b)
+            fa = self.model.features(view_a, with_decoder=with_decoder)
+            fb = self.model.features(view_b, with_decoder=with_decoder)
             feats = SegmenterFeatures(
-                aspp=torch.cat([fa.aspp, fb.aspp]), decoder=torch.cat([fa.decoder, fb.decoder])
+                aspp=torch.cat([fa.aspp, fb.aspp]),
+                decoder=torch.cat([fa.decoder, fb.decoder]) if with_decoder else None,
             )
         out: dict[str, Tensor] = {}
         total = view_a.new_zeros((), dtype=torch.float32)

@@ -154,7 +154,7 @@ class MoCo(PretrainMethod):
         symmetric: bool = False,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=False)
         if not 0 < temperature < float("inf"):
             raise ValueError(f"temperature must be a positive finite number, got {temperature}")
         if not 0.0 <= momentum <= 1.0:

@@ -198,7 +198,7 @@ class NPID(PretrainMethod):
         use_both_views: bool = True,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=False)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if not 0 < temperature < float("inf"):

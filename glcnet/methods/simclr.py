@@ -30,7 +30,7 @@ def global_embedding(model: Segmenter, head: nn.Module, images: Tensor) -> Tenso
     Returns:
         (B, d) embeddings.
     """
-    return head(GlobalPooling("mean")(model.features(images).aspp))
+    return head(GlobalPooling("mean")(model.features(images, with_decoder=False).aspp))
 
 
 class SimCLR(PretrainMethod):
@@ -57,7 +57,7 @@ class SimCLR(PretrainMethod):
         chunk_size: int | None = None,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=False)
         self.head = ProjectionHead([model.decoder_channels, *head_dims], batch_norm=batch_norm_head)
         self.loss = NTXentLoss(
             temperature, chunk_size=chunk_size, gather_distributed=gather_distributed

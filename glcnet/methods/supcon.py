@@ -167,7 +167,7 @@ class SupCon(PretrainMethod):
         ignore_index: int = 255,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=level == "region")
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
         if level not in LEVELS:

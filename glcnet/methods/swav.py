@@ -67,7 +67,7 @@ class SwAV(PretrainMethod):
         freeze_prototypes_steps: int = 0,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, uses_decoder_output=False)
         for name, value, low in (
             ("num_prototypes", num_prototypes, 1),
             ("queue_length", queue_length, 0),
@@ -116,9 +116,7 @@ class SwAV(PretrainMethod):
             zc = global_embedding(self.model, self.head, crops.flatten(0, 1))
             zc = F.normalize(zc, dim=1).reshape(n, crops.shape[1], -1)
             views += list(zc.unbind(1))
-        weight = self.prototypes.weight
-        if int(self.step) < self.freeze_prototypes_steps:
-            weight = weight.detach()
+        weight = self.prototypes.weight  # frozen steps: gradient dropped in on_after_backward
         in_use = len(self.queues) > 0 and all(q.is_full for q in self.queues)
         queue_scores = None
         with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 scores
@@ -131,6 +129,15 @@ class SwAV(PretrainMethod):
             for queue, emb in zip(self.queues, views[:2]):
                 queue.enqueue(emb.float(), gather_distributed=self.gather_distributed)
         return {"loss": loss, "queue_in_use": torch.tensor(float(in_use), device=loss.device)}
+
+    def on_after_backward(self) -> None:
+        """During the first ``freeze_prototypes_steps`` drop the prototypes' gradient (as SwAV does).
+
+        The prototypes stay in the graph, so DDP reduces their gradient like every other one (no
+        ``find_unused_parameters``); the optimizer skips a parameter whose gradient is None.
+        """
+        if int(self.step) < self.freeze_prototypes_steps:
+            self.prototypes.weight.grad = None
 
     @torch.no_grad()
     def on_train_step_end(self) -> None:

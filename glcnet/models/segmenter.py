@@ -53,11 +53,12 @@ class SegmenterFeatures:
     Attributes:
         aspp: ASPP output, (B, D, H / os, W / os) with D = decoder channels and os the output stride.
             This is what GLCNet's global heads pool ("encoder output" in the paper).
-        decoder: Decoder output before the classifier, (B, D, H / 4, W / 4).
+        decoder: Decoder output before the classifier, (B, D, H / 4, W / 4); None when it was not
+            asked for.
     """
 
     aspp: Tensor
-    decoder: Tensor
+    decoder: Tensor | None
 
 
 class Segmenter(nn.Module):
@@ -154,22 +155,31 @@ class Segmenter(nn.Module):
                 f"image size {h}x{w} must be divisible by the output stride {self.output_stride}"
             )
 
-    def features(self, x: Tensor) -> SegmenterFeatures:
+    def features(self, x: Tensor, with_decoder: bool = True) -> SegmenterFeatures:
         """Run encoder and decoder, keeping the ASPP and decoder feature maps.
 
         Args:
             x: Images, (B, C, H, W), H and W divisible by the output stride.
+            with_decoder: Also run the decoder's high-resolution blocks; False stops at the ASPP
+                (methods that only pool the ASPP output).
 
         Returns:
-            The ASPP output (B, D, H/os, W/os) and the decoder output (B, D, H/4, W/4).
+            The ASPP output (B, D, H/os, W/os) and the decoder output (B, D, H/4, W/4) or None.
         """
         self.check_input(x)
         skips = self.net.encoder(x)
         dec = self.net.decoder
         aspp = dec.aspp(skips[-1])
+        if not with_decoder:
+            return SegmenterFeatures(aspp=aspp, decoder=None)
         high_res = dec.block1(skips[2])
         fused = dec.block2(torch.cat([dec.up(aspp), high_res], dim=1))
         return SegmenterFeatures(aspp=aspp, decoder=fused)
+
+    def decoder_output_layers(self) -> list[nn.Module]:
+        """The decoder layers after the ASPP (skip projection and fusion), which only the decoder
+        output depends on."""
+        return [self.net.decoder.block1, self.net.decoder.block2]
 
     def forward(self, x: Tensor) -> Tensor:
         """Segment images.

@@ -47,7 +47,8 @@ def run_finetune(cfg: DictConfig) -> dict:
         cfg: The composed ``finetune`` config.
 
     Returns:
-        ``output_dir``, ``best_checkpoint``, ``subset_file`` and the final ``metrics``.
+        ``output_dir``, ``best_checkpoint``, ``subset_file``, the final ``metrics`` and
+        ``is_global_zero`` (False in the other processes of a distributed run).
     """
     out = output_dir_of(cfg)
     save_run_config(cfg, out)
@@ -124,4 +125,5 @@ def run_finetune(cfg: DictConfig) -> dict:
         "best_checkpoint": best,
         "subset_file": subset_file,
         "metrics": metrics,
+        "is_global_zero": trainer.is_global_zero,
     }

@@ -62,7 +62,8 @@ def run_pretrain(cfg: DictConfig) -> dict:
         cfg: The composed ``pretrain`` config.
 
     Returns:
-        ``output_dir``, ``export`` (the weights file), ``last_checkpoint`` and the final ``metrics``.
+        ``output_dir``, ``export`` (the weights file), ``last_checkpoint``, the final ``metrics``
+        and ``is_global_zero`` (False in the other processes of a distributed run).
     """
     out = output_dir_of(cfg)
     save_run_config(cfg, out)
@@ -100,4 +101,10 @@ def run_pretrain(cfg: DictConfig) -> dict:
         log.info("exported pretrained weights to %s", export)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     last = out / "checkpoints" / "last.ckpt"
-    return {"output_dir": out, "export": export, "last_checkpoint": last, "metrics": metrics}
+    return {
+        "output_dir": out,
+        "export": export,
+        "last_checkpoint": last,
+        "metrics": metrics,
+        "is_global_zero": trainer.is_global_zero,
+    }

@@ -68,6 +68,12 @@ class PretrainModule(L.LightningModule):
             self._log_diagnostics(batch)
         return loss
 
+    def on_after_backward(self) -> None:
+        """Let the method adjust its gradients (e.g. SwAV's frozen prototypes)."""
+        hook = getattr(self.method, "on_after_backward", None)
+        if hook is not None:
+            hook()
+
     def optimizer_step(self, *args, **kwargs) -> None:
         """Step the optimizer, then let the method update momentum encoders / prototypes."""
         super().optimizer_step(*args, **kwargs)

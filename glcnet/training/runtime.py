@@ -50,7 +50,12 @@ def build_trainer(
         The Trainer.
     """
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    tcfg["precision"] = resolve_precision(tcfg.get("precision"), str(tcfg.get("accelerator")))
+    accelerator = str(tcfg.get("accelerator"))
+    tcfg["precision"] = resolve_precision(tcfg.get("precision"), accelerator)
+    on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if tcfg.get("sync_batchnorm") and not on_gpu:
+        log.warning("sync_batchnorm needs GPUs (torch's SyncBatchNorm); off for this CPU run")
+        tcfg["sync_batchnorm"] = False
     if tcfg.get("limit_train_batches") is None:
         tcfg.pop("limit_train_batches", None)
     if tcfg.get("limit_val_batches") is None:
