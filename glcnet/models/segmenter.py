@@ -177,8 +177,7 @@ class Segmenter(nn.Module):
         return SegmenterFeatures(aspp=aspp, decoder=fused)
 
     def decoder_output_layers(self) -> list[nn.Module]:
-        """The decoder layers after the ASPP (skip projection and fusion), which only the decoder
-        output depends on."""
+        """The decoder layers after the ASPP: skip projection and fusion (only the output needs them)."""
         return [self.net.decoder.block1, self.net.decoder.block2]
 
     def forward(self, x: Tensor) -> Tensor:
