@@ -141,6 +141,14 @@ def run_protocol(
     if include_random_init:
         fine_tune_all("random", "random", None, "encoder", 0.0)
     for method in methods:
+        own = method_overrides.get(method, [])
+        earlier = state["method_overrides"].get(method)
+        if earlier is not None and earlier != own:
+            raise ProtocolResumeError(
+                f"{out}: {method} was pretrained with method_overrides {earlier}, not {own}; "
+                "resume with the overrides it was started with, or start a new run"
+            )
+        state["method_overrides"][method] = own
         needed = [
             t
             for t in transfers
@@ -153,7 +161,7 @@ def run_protocol(
                 out,
                 base,
                 method,
-                [*pretrain_overrides, *method_overrides.get(method, [])],
+                [*pretrain_overrides, *own],
                 resume,
             )
             pre_s = state["pretrain_s"][method] = pre_s or state["pretrain_s"].get(method, 0.0)
@@ -238,7 +246,11 @@ def _fine_tune_and_evaluate(
 
 
 def _open_state(out: Path, settings: dict, resume: bool) -> dict:
-    """Read (``resume``) or start the run's ``protocol_state.json``: settings and shared subsets."""
+    """Read (``resume``) or start the run's ``protocol_state.json``.
+
+    It holds the settings every row shares, the label subset of each fraction, and each method's
+    pretraining time and extra overrides.
+    """
     path = out / "protocol_state.json"
     if resume and path.is_file():
         state = json.loads(path.read_text())
@@ -248,10 +260,11 @@ def _open_state(out: Path, settings: dict, resume: bool) -> dict:
                 f"{out} holds a protocol run with other settings ({', '.join(diff)} differ); "
                 "resume it with the settings it was started with, or start a new run"
             )
+        state.setdefault("method_overrides", {})
         return state
     if resume:
         raise ProtocolResumeError(f"nothing to resume in {out}: no protocol_state.json there")
-    state = {"settings": settings, "subsets": {}, "pretrain_s": {}}
+    state = {"settings": settings, "subsets": {}, "pretrain_s": {}, "method_overrides": {}}
     _save_state(out, state)
     return state
 

@@ -5,30 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tiny_overrides
 
 from glcnet.protocol import ProtocolResumeError, format_table, run_protocol
 from glcnet.utils.config import CONFIG_DIR
 
 
-def test_protocol_runs_every_init_on_the_same_subsets(tiny_sample_root, tmp_path):
-    data = [
-        f"data.root={tiny_sample_root}",
-        "data.sample_seed=null",
-        "data.tile_size=64",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "model.encoder=resnet18",
-    ]
+def _tiny_protocol_args(root) -> dict:
+    """run_protocol arguments that shrink every stage to seconds (GLCNet and random init)."""
+    data = tiny_overrides(root, root, train=False)  # paths.output_dir: each stage sets its own
     train = ["trainer=cpu", "trainer.enable_progress_bar=false", "trainer.max_steps=2"]
+    return {
+        "config_dir": str(CONFIG_DIR),
+        "methods": ["glcnet"],
+        "common_overrides": data,
+        "pretrain_overrides": [*train, "augment.size=64", "augment.region_size=16"],
+        "finetune_overrides": [*train, "samples_per_epoch=8"],
+        "evaluate_overrides": ["overlap=0"],
+    }
+
+
+def test_protocol_runs_every_init_on_the_same_subsets(tiny_sample_root, tmp_path):
     rows = run_protocol(
-        config_dir=str(CONFIG_DIR),
-        output_dir=tmp_path,
-        methods=["glcnet"],
-        label_fractions=[0.05, 0.1],
-        common_overrides=data,
-        pretrain_overrides=[*train, "augment.size=64", "augment.region_size=16"],
-        finetune_overrides=[*train, "samples_per_epoch=8"],
-        evaluate_overrides=["overlap=0"],
+        output_dir=tmp_path, label_fractions=[0.05, 0.1], **_tiny_protocol_args(tiny_sample_root)
     )
     assert [(r["init"], r["label_fraction"]) for r in rows] == [
         ("random", 0.05),
@@ -53,26 +52,6 @@ def test_protocol_runs_every_init_on_the_same_subsets(tiny_sample_root, tmp_path
     assert table.strip() == format_table(rows)
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text()) == rows
-
-
-def _tiny_protocol_args(root) -> dict:
-    data = [
-        f"data.root={root}",
-        "data.sample_seed=null",
-        "data.tile_size=64",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "model.encoder=resnet18",
-    ]
-    train = ["trainer=cpu", "trainer.enable_progress_bar=false", "trainer.max_steps=2"]
-    return {
-        "config_dir": str(CONFIG_DIR),
-        "methods": ["glcnet"],
-        "common_overrides": data,
-        "pretrain_overrides": [*train, "augment.size=64", "augment.region_size=16"],
-        "finetune_overrides": [*train, "samples_per_epoch=8"],
-        "evaluate_overrides": ["overlap=0"],
-    }
 
 
 def test_protocol_resume_keeps_finished_work_and_refuses_other_settings(
@@ -130,5 +109,13 @@ def test_protocol_resume_keeps_finished_work_and_refuses_other_settings(
     other = {**args, "finetune_overrides": [*args["finetune_overrides"], "optimizer.lr=0.1"]}
     with pytest.raises(ProtocolResumeError, match="finetune_overrides"):
         run_protocol(output_dir=tmp_path, label_fractions=[0.05], resume=True, **other)
+    with pytest.raises(ProtocolResumeError, match="glcnet was pretrained with method_overrides"):
+        run_protocol(
+            output_dir=tmp_path,
+            label_fractions=[0.05],
+            resume=True,
+            method_overrides={"glcnet": ["method.temperature=0.2"]},
+            **args,
+        )
     with pytest.raises(ProtocolResumeError, match="nothing to resume"):
         run_protocol(output_dir=tmp_path / "new", label_fractions=[0.05], resume=True, **args)
