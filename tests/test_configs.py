@@ -10,7 +10,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, tiny_overrides
 from omegaconf import OmegaConf
 
 from glcnet.utils.config import CONFIG_DIR, PROJECT_ROOT, band_count, instantiate
@@ -77,6 +77,38 @@ def test_method_options_instantiate_and_run(method, tmp_path):
     out = m(batch)
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
+
+
+def test_swav_trains_on_multicrop_batches_from_the_loader(tiny_sample_root, tmp_path):
+    from glcnet.training.pretrain import run_pretrain
+
+    cfg = compose_config(
+        "pretrain",
+        [
+            *tiny_overrides(tiny_sample_root, tmp_path),
+            "method=swav",
+            "augment=multicrop",
+            "augment.size=64",
+            "augment.small_size=32",
+            "augment.small_crops=2",
+            "trainer.max_steps=2",
+        ],
+    )
+    seen = []
+    swav_cls = hydra.utils.get_class(cfg.method._target_)
+    original = swav_cls.forward
+
+    def spy(self, batch):
+        seen.append(tuple(batch["crops"].shape))
+        return original(self, batch)
+
+    swav_cls.forward = spy
+    try:
+        result = run_pretrain(cfg)
+    finally:
+        swav_cls.forward = original
+    assert seen and all(shape == (4, 2, 4, 32, 32) for shape in seen)
+    assert result["export"].exists()
 
 
 @pytest.mark.parametrize("augment", options("augment"))

@@ -329,3 +329,18 @@ def test_pool_regions_is_the_weighted_mean():
             expected = (features[b] * weights[b, r]).sum((-2, -1))
             assert torch.allclose(out[b, r], expected, atol=1e-6)
     assert (out[1, 2] == 0).all()
+
+
+def test_matched_area_iou_of_no_regions_is_empty():
+    tile = torch.rand(4, 64, 64)
+    for views in (PairedViews(size=32, n_regions=0), PairedViews(size=32, n_regions=2)):
+        batch = torch.utils.data.default_collate([views(tile, np.random.default_rng(0))])
+        batch["region_valid"][:] = False
+        iou = R.matched_area_iou(
+            batch["index_a"],
+            batch["index_b"],
+            batch["regions"],
+            batch["region_valid"],
+            source_size=batch["source_size"],
+        )
+        assert iou.shape == (0,)

@@ -387,6 +387,8 @@ def matched_area_iou(
     Returns:
         (num_valid,) float64 IoUs, in the order of ``valid.nonzero()``.
     """
+    if not bool(valid.any()):
+        return torch.zeros(0, dtype=torch.float64)
     aff_a, aff_b = _affines(index_a, index_b, affine_a, affine_b)
     hw = _source_hw(source_size, index_a.shape[0])
     side = _window_side(regions, [aff_a, aff_b], 0)

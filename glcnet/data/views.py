@@ -6,8 +6,8 @@ Example:
     >>> pair["view_a"].shape, pair["index_a"].shape, pair["regions"].shape
     (torch.Size([4, 224, 224]), torch.Size([2, 224, 224]), torch.Size([4, 4]))
 
-Speed (C = 4, 256 -> 224, default arguments, one core of the development machine): about 700
-pairs/s; ``tests/test_views.py`` prints the figure.
+Speed (C = 4, 256 -> 224, default arguments): about 700 pairs/s on one idle core of the
+development machine; ``make bench`` measures the loader against the model.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class PairedViews:
     both crops, ``region_size`` view-a pixels on a side, shrunk to no less than ``min_region_size``
     when the crops overlap little, non-overlapping; unfilled slots are invalid.
 
+    Multi-crop (SwAV): ``small_crops`` extra low-resolution views of ``small_size`` pixels, each
+    its own random resized crop of ``small_scale`` of the tile area with view b's augmentations,
+    returned as ``crops``. They are drawn after everything else, so the pair itself does not depend
+    on them.
+
     All randomness comes from the ``rng`` passed to each call.
 
     Args:
@@ -87,6 +92,9 @@ class PairedViews:
         region_attempts: Random placements tried per region.
         blur_sigma: Range of the blur's standard deviation in pixels.
         symmetric: Give view a the same augmentations as view b.
+        small_crops: Extra small views per tile (multi-crop; used by SwAV), 0: none.
+        small_size: Side of the small views (divisible by the model's output stride).
+        small_scale: Range of a small crop's area as a fraction of the tile area.
     """
 
     def __init__(
@@ -112,6 +120,9 @@ class PairedViews:
         region_attempts: int = 20,
         blur_sigma: Sequence[float] = (0.1, 2.0),
         symmetric: bool = False,
+        small_crops: int = 0,
+        small_size: int = 96,
+        small_scale: Sequence[float] = (0.05, 0.4),
     ) -> None:
         if int(size) < 1:
             raise ValueError(f"size must be positive, got {size}")
@@ -163,9 +174,18 @@ class PairedViews:
             )
         self.region_attempts = int(region_attempts)
         self.symmetric = bool(symmetric)
+        if int(small_crops) < 0 or int(small_size) < 1:
+            raise ValueError(
+                f"need small_crops >= 0 and small_size >= 1, got {small_crops}, {small_size}"
+            )
+        self.small_crops = int(small_crops)
+        self.small_size = int(small_size)
+        self.small_scale = _pair(small_scale, "small_scale")
+        if self.small_scale[1] > 1:
+            raise ValueError(f"small_scale must lie in (0, 1], got {tuple(small_scale)}")
 
-    def _geometry(self, rng: np.random.Generator, height: int, width: int, t2: bool):
-        crop = sample_crop(rng, height, width, self.scale, self.ratio)
+    def _geometry(self, rng: np.random.Generator, height: int, width: int, t2: bool, scale):
+        crop = sample_crop(rng, height, width, scale, self.ratio)
         flip = t2 and rng.random() < self.flip_p
         rot = int(rng.integers(1, 4)) if t2 and rng.random() < self.rotate_p else 0
         return crop, bool(flip), rot
@@ -182,9 +202,10 @@ class PairedViews:
             x = add_noise(x, self.noise_std, rng)
         return x
 
-    def _view(self, image: np.ndarray, rng: np.random.Generator, t2: bool, dtype):
-        crop, flip, rot = self._geometry(rng, image.shape[1], image.shape[2], t2)
-        index = index_map(crop, self.size, flip, rot, dtype=dtype)
+    def _view(self, image: np.ndarray, rng: np.random.Generator, t2: bool, dtype, small=False):
+        scale, size = (self.small_scale, self.small_size) if small else (self.scale, self.size)
+        crop, flip, rot = self._geometry(rng, image.shape[1], image.shape[2], t2, scale)
+        index = index_map(crop, size, flip, rot, dtype=dtype)
         view = gather(image, index)
         if t2:
             view = self._photometric(view, rng)
@@ -224,6 +245,7 @@ class PairedViews:
                 ``flip_a``, ``flip_b``: () bool, horizontal flip applied after the resize.
                 ``rot_a``, ``rot_b``: () int64, counter-clockwise quarter turns after the flip.
                 ``source_size``: (2,) int32 ``(H, W)`` of the tile.
+                ``crops``: (small_crops, C, s, s) float32, only when ``small_crops > 0``.
             The geometry entries give each view's exact affine map
             (:func:`glcnet.data.regions.exact_affine`).
         """
@@ -242,7 +264,7 @@ class PairedViews:
             min_region_size=self.min_region_size,
             attempts=self.region_attempts,
         )
-        return {
+        pair = {
             "view_a": torch.from_numpy(np.ascontiguousarray(view_a)),
             "view_b": torch.from_numpy(np.ascontiguousarray(view_b)),
             "index_a": torch.from_numpy(index_a),
@@ -257,3 +279,9 @@ class PairedViews:
             "rot_b": torch.tensor(rot_b, dtype=torch.int64),
             "source_size": torch.tensor((height, width), dtype=torch.int32),
         }
+        if self.small_crops:
+            small = [
+                self._view(image, rng, True, dtype, small=True)[0] for _ in range(self.small_crops)
+            ]
+            pair["crops"] = torch.from_numpy(np.ascontiguousarray(np.stack(small)))
+        return pair
