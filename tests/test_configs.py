@@ -214,7 +214,8 @@ def test_cli_pretrain_runs_and_writes_checkpoint_and_events(tiny_sample_root, tm
     )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "run"
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_symlink() and last.resolve().name == "epoch000.ckpt"  # no second copy
     assert (run / "pretrained.pt").exists()
     assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     assert (run / ".hydra" / "config.yaml").exists()

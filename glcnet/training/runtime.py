@@ -43,7 +43,8 @@ def build_trainer(
     Args:
         cfg: The full run config (uses ``cfg.trainer``).
         output_dir: The run folder.
-        monitor: Metric for the best checkpoint (mode max), e.g. ``val/mIoU``; None keeps the last.
+        monitor: Metric for the best checkpoint (mode max), e.g. ``val/mIoU``; None keeps the newest
+            epoch, with ``last.ckpt`` a link to it.
         **extra: Extra Trainer arguments (callbacks are appended).
 
     Returns:
@@ -65,7 +66,7 @@ def build_trainer(
         filename="best" if monitor else "epoch{epoch:03d}",
         monitor=monitor,
         mode="max",
-        save_last=True,
+        save_last=True if monitor else "link",  # without a monitor: last.ckpt links the newest
         save_top_k=1,
         auto_insert_metric_name=False,
     )
