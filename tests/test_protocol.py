@@ -74,8 +74,12 @@ def test_protocol_resume_keeps_finished_work_and_refuses_other_settings(
     monkeypatch.setattr(protocol, "run_finetune", spy_finetune)
     args = _tiny_protocol_args(tiny_sample_root)
 
+    overrides = {"glcnet": ["method.temperature=0.25"]}
+    args["method_overrides"] = overrides
     first = run_protocol(output_dir=tmp_path, label_fractions=[0.05], **args)
     assert [r["init"] for r in first] == ["random", "glcnet"]
+    used = (tmp_path / "pretrain_glcnet" / "config.yaml").read_text()
+    assert "temperature: 0.25" in used  # the method's own overrides reach its pretraining
     assert first[1]["pretrain_s"] > 0 and first[0]["pretrain_s"] == 0
     assert len(calls["pretrain"]) == 1 and len(calls["finetune"]) == 2
 
@@ -114,8 +118,7 @@ def test_protocol_resume_keeps_finished_work_and_refuses_other_settings(
             output_dir=tmp_path,
             label_fractions=[0.05],
             resume=True,
-            method_overrides={"glcnet": ["method.temperature=0.2"]},
-            **args,
+            **{**args, "method_overrides": {"glcnet": ["method.temperature=0.2"]}},
         )
     with pytest.raises(ProtocolResumeError, match="nothing to resume"):
         run_protocol(output_dir=tmp_path / "new", label_fractions=[0.05], resume=True, **args)
