@@ -154,18 +154,15 @@ def run_protocol(
             for t in transfers
             if any((_row_name(method, t), f) not in done for f in label_fractions)
         ]
-        weights, pre_s = None, state["pretrain_s"].get(method, 0.0)
+        weights = None
         if needed:
-            weights, pre_s = _pretrain(
-                config_dir,
-                out,
-                base,
-                method,
-                [*pretrain_overrides, *own],
-                resume,
+            weights, seconds = _pretrain(
+                config_dir, out, base, method, [*pretrain_overrides, *own], resume
             )
-            pre_s = state["pretrain_s"][method] = pre_s or state["pretrain_s"].get(method, 0.0)
+            if seconds is not None:  # None: an earlier run's weights were kept
+                state["pretrain_s"][method] = seconds
             _save_state(out, state)
+        pre_s = state["pretrain_s"].get(method, 0.0)
         for transfer in transfers:
             tag = method if transfer == "encoder" else f"{method}_{transfer.replace('+', '_')}"
             fine_tune_all(_row_name(method, transfer), tag, weights, transfer, pre_s)
@@ -184,13 +181,17 @@ def _pretrain(
     method: str,
     overrides: Sequence[str],
     resume: bool,
-) -> tuple[str, float]:
-    """Pretrain ``method`` (or reuse / continue an earlier attempt); the weights file and seconds."""
+) -> tuple[str, float | None]:
+    """Pretrain ``method`` (or reuse / continue an earlier attempt).
+
+    Returns:
+        The weights file and the seconds spent, None when finished weights were kept.
+    """
     folder = out / f"pretrain_{method}"
     export = folder / "pretrained.pt"
     if resume and export.is_file():
         log.info("pretrained %s: kept from the earlier run (%s)", method, export)
-        return str(export), 0.0
+        return str(export), None
     last = folder / "checkpoints" / "last.ckpt"
     cont = [f"ckpt_path={last}"] if resume and last.is_file() else []
     if cont:
@@ -260,7 +261,6 @@ def _open_state(out: Path, settings: dict, resume: bool) -> dict:
                 f"{out} holds a protocol run with other settings ({', '.join(diff)} differ); "
                 "resume it with the settings it was started with, or start a new run"
             )
-        state.setdefault("method_overrides", {})
         return state
     if resume:
         raise ProtocolResumeError(f"nothing to resume in {out}: no protocol_state.json there")

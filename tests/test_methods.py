@@ -374,13 +374,18 @@ def test_method_forward_backward(name):
     enc = [p.grad for p in method.model.encoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in enc)
     assert any(g.abs().sum() > 0 for g in enc)
-    # plain DDP needs a gradient for every trainable parameter: what the loss does not reach is frozen
+    _assert_every_trainable_parameter_has_a_gradient(method, uses_decoder=name == "supcon_region")
+    method.on_train_step_end()
+
+
+def _assert_every_trainable_parameter_has_a_gradient(method, uses_decoder: bool) -> None:
+    """Plain DDP needs it: the decoder layers a loss does not reach must be frozen, not idle."""
     missing = [k for k, p in method.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
-    uses_decoder = name in ("supcon_region",)
-    frozen = {p.requires_grad for m in method.model.decoder_output_layers() for p in m.parameters()}
-    assert frozen == {uses_decoder}
-    method.on_train_step_end()
+    trainable = {
+        p.requires_grad for m in method.model.decoder_output_layers() for p in m.parameters()
+    }
+    assert trainable == {uses_decoder}
 
 
 @pytest.mark.parametrize(
@@ -392,10 +397,7 @@ def test_glcnet_variants_train_every_trainable_parameter(kwargs, uses_decoder):
 
     method = GLCNet(_segmenter(), **kwargs)
     method(_batch())["loss"].backward()
-    missing = [k for k, p in method.named_parameters() if p.requires_grad and p.grad is None]
-    assert missing == []
-    frozen = {p.requires_grad for m in method.model.decoder_output_layers() for p in m.parameters()}
-    assert frozen == {uses_decoder}
+    _assert_every_trainable_parameter_has_a_gradient(method, uses_decoder)
 
 
 def test_simclr_method_loss_is_ntxent_of_its_projections():

@@ -84,17 +84,14 @@ def bench_pretrain_step(
     method_split = GLCNet(model, concat_views=False).to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    def glcnet_step() -> None:
-        method.zero_grad(set_to_none=True)
-        with autocast:
-            loss = method(batch)["loss"]
-        loss.backward()
+    def step_of(glcnet: GLCNet) -> Callable[[], None]:
+        def step() -> None:
+            glcnet.zero_grad(set_to_none=True)
+            with autocast:
+                loss = glcnet(batch)["loss"]
+            loss.backward()
 
-    def glcnet_split_step() -> None:
-        method_split.zero_grad(set_to_none=True)
-        with autocast:
-            loss = method_split(batch)["loss"]
-        loss.backward()
+        return step
 
     def plain_step() -> None:
         model.zero_grad(set_to_none=True)
@@ -103,9 +100,9 @@ def bench_pretrain_step(
                 out = model(view)
             out.float().mean().backward()
 
-    t_glcnet = _timed(glcnet_step, repeats, device)
+    t_glcnet = _timed(step_of(method), repeats, device)
     t_plain = _timed(plain_step, repeats, device)
-    t_split = _timed(glcnet_split_step, repeats, device)
+    t_split = _timed(step_of(method_split), repeats, device)
 
     one_core = time.perf_counter()
     n_items = batch_size * 4

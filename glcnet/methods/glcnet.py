@@ -100,7 +100,7 @@ class GLCNet(PretrainMethod):
         """
         view_a, view_b = batch["view_a"], batch["view_b"]
         n = view_a.shape[0]
-        with_decoder = self.local_head is not None
+        with_decoder = self.uses_decoder_output
         if self.concat_views:
             feats = self.model.features(torch.cat([view_a, view_b]), with_decoder=with_decoder)
         else:

@@ -16,6 +16,11 @@ from glcnet.utils.config import instantiate, to_plain
 log = logging.getLogger(__name__)
 
 
+def runs_on_gpu(accelerator: str) -> bool:
+    """Whether a Trainer with this accelerator (``cpu``, ``gpu``, ``cuda``, ``auto``) uses GPUs."""
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
 def resolve_precision(precision: str | int | None, accelerator: str) -> str | int:
     """Turn ``auto`` into a concrete Lightning precision for the machine at hand.
 
@@ -29,8 +34,7 @@ def resolve_precision(precision: str | int | None, accelerator: str) -> str | in
     """
     if precision not in ("auto", None):
         return precision
-    on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    if not on_gpu:
+    if not runs_on_gpu(accelerator):
         return "32"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
@@ -53,8 +57,7 @@ def build_trainer(
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     accelerator = str(tcfg.get("accelerator"))
     tcfg["precision"] = resolve_precision(tcfg.get("precision"), accelerator)
-    on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    if tcfg.get("sync_batchnorm") and not on_gpu:
+    if tcfg.get("sync_batchnorm") and not runs_on_gpu(accelerator):
         log.warning("sync_batchnorm needs GPUs (torch's SyncBatchNorm); off for this CPU run")
         tcfg["sync_batchnorm"] = False
     if tcfg.get("limit_train_batches") is None:
