@@ -134,4 +134,37 @@ def make_convention_root(root: Path, name: str) -> Convention:
     return conv
 
 
-__all__ = ["CONVENTIONS", "SIZE", "Convention", "make_convention_root", "write_raster"]
+#: Scene sizes of the README fixture: 12 training tiles of 256 px, one tile per val/test scene.
+README_SCENES = {"train": [(512, 768), (512, 768)], "val": [(256, 256)], "test": [(256, 256)]}
+
+
+def make_readme_root(root: Path) -> dict[str, np.ndarray]:
+    """The README's own-data example: RGB colour masks of four classes (:data:`RGB_PALETTE`).
+
+    Returns:
+        Split -> (4,) class pixel counts.
+
+    """
+    counts = {}
+    for split, sizes in README_SCENES.items():
+        counts[split] = np.zeros(len(RGB_PALETTE), dtype=np.int64)
+        for s, (h, w) in enumerate(sizes):
+            r, c = np.mgrid[0:h, 0:w]
+            k = (r // 24 + c // 40 + s) % len(RGB_PALETTE)
+            image = 30 + 50 * k[None] * np.array([1, 2, 3])[:, None, None] % 200 + (r + c) % 17
+            write_raster(root / split / "images" / f"{split}{s}.tif", image.astype(np.uint8))
+            mask = np.moveaxis(np.asarray(RGB_PALETTE, np.uint8)[k], -1, 0).copy()
+            write_raster(root / split / "masks" / f"{split}{s}.png", mask)
+            counts[split] += np.bincount(k.ravel(), minlength=len(RGB_PALETTE))
+    return counts
+
+
+__all__ = [
+    "CONVENTIONS",
+    "RGB_PALETTE",
+    "SIZE",
+    "Convention",
+    "make_convention_root",
+    "make_readme_root",
+    "write_raster",
+]

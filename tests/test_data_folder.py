@@ -12,18 +12,22 @@ import pytest
 import rasterio
 import torch
 from isprs_fakes import fake_classes, fake_image, fake_label_rgb, write_tif
+from own_data_fakes import write_raster
 from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.data import DataLoader
 
-from glcnet.data.classes import ISPRS_PALETTE, UnknownColorError
+from glcnet.data.classes import ISPRS_PALETTE, UnknownColorError, display_palette
 from glcnet.data.errors import (
     BandCountError,
+    ClassMismatchError,
     DataError,
     EmptyFolderError,
     EmptySplitError,
+    MaskSpecError,
     MissingDataError,
 )
 from glcnet.data.folder import FolderDataset, seeded_split
+from glcnet.data.masks import MaskSpec
 
 SIZE = (24, 40)
 
@@ -245,3 +249,78 @@ def test_bad_folders(tmp_path):
         FolderDataset(tmp_path, split="all", num_classes=6)
     with pytest.raises(ValueError, match="split"):
         FolderDataset(tmp_path, split="everything", num_classes=6)
+
+
+# --- classes from one source, plain-data attributes, mask conventions ---------------------------
+
+
+def test_class_settings_must_agree(flat):
+    def build(**kw):
+        return FolderDataset(flat, split="all", tile_size=16, **kw)
+
+    ds = build(class_names=["a", "b", "c", "d", "e", "f"])  # K from the names
+    assert ds.num_classes == 6 and ds.class_names == ("a", "b", "c", "d", "e", "f")
+    with pytest.raises(
+        ClassMismatchError,
+        match=r"data\.class_names has 2 names but data\.num_classes=6: give one per class, "
+        r"or set data\.num_classes=2",
+    ):
+        build(num_classes=6, class_names=["a", "b"])
+    with pytest.raises(
+        ClassMismatchError, match=r"palette has 6 entries but data\.class_names has 2"
+    ):
+        build(class_names=["a", "b"], palette=ISPRS_PALETTE)
+    with pytest.raises(ClassMismatchError, match="needs the number of classes"):
+        build()
+    with pytest.raises(ClassMismatchError, match="holds a name twice"):
+        build(class_names=["a", "a", "c", "d", "e", "f"])
+
+
+def test_describe_is_plain_data_for_checkpoints(flat):
+    ds = FolderDataset(flat, split="all", tile_size=16, num_classes=6, bands=[3, 1])
+    record = ds.describe()
+    assert record == {
+        "dataset": "FolderDataset",
+        "band_indexes": [3, 1],
+        "band_names": ["B3", "B1"],
+        "num_classes": 6,
+        "class_names": [f"class_{k}" for k in range(6)],
+        "palette": [list(c) for c in display_palette(6)],
+        "ignore_index": 255,
+        "mask_spec": MaskSpec.from_config(6).to_dict(),
+        "image_nodata": "auto",
+        "tile_size": 16,
+        "stride": 16,
+        "eroded": False,
+    }
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_paletted_masks_give_classes_and_display_colours(tmp_path):
+    make_folder(tmp_path, ["p"], masks=None)
+    table = {0: (9, 8, 7, 255), 1: (200, 0, 0, 255), 2: (0, 200, 0, 255)}
+    classes = (fake_classes("area1", SIZE) % 3).astype(np.uint8)
+    write_raster(tmp_path / "masks" / "p.png", classes[None], colormap=table)
+    ds = FolderDataset(tmp_path, split="all", tile_size=16, num_classes=3)
+    np.testing.assert_array_equal(ds.read_labels("p"), classes)
+    assert ds.palette == ((9, 8, 7), (200, 0, 0), (0, 200, 0))
+    with pytest.raises(MaskSpecError, match=r"p\.png is a 1-band mask with a colour table"):
+        FolderDataset(
+            tmp_path, split="all", tile_size=16, palette=[[9, 8, 7], [1, 1, 1], [2, 2, 2]]
+        )
+
+
+def test_binary_scan_stops_at_the_first_index_value(tmp_path, monkeypatch):
+    stems = ["a", "b", "c"]
+    make_folder(tmp_path, stems, masks=None)
+    for stem, values in zip(stems, ([0, 255], [0, 255], [0, 1]), strict=True):
+        mask = np.full(SIZE, values[0], np.uint8)
+        mask[5:, 7:] = values[1]
+        write_tif(tmp_path / "masks" / f"{stem}.tif", mask[None])
+    ds = FolderDataset(tmp_path, split="all", tile_size=16, num_classes=2)  # "c" holds a 1
+    assert ds.read_labels("a")[10, 10] == 255  # 255 is ignored, as index masks say
+    monkeypatch.setattr("glcnet.data.folder.VALUE_SCAN_PIXELS", 2 * SIZE[0] * SIZE[1])
+    with pytest.raises(MaskSpecError, match=r"a\.tif \(and 1 more mask files\): masks hold only"):
+        FolderDataset(tmp_path, split="all", tile_size=16, num_classes=2)  # budget ends before c
+    ds = FolderDataset(tmp_path, split="all", tile_size=16, num_classes=2, ignore_values=[255])
+    assert ds.num_classes == 2

@@ -516,6 +516,10 @@ def test_off_palette_colours_error_or_ignore(tmp_path):
     expected = fake_classes("2_10")[:16, :16].copy()
     expected[2, 3] = 77
     np.testing.assert_array_equal(ds[0]["mask"].numpy(), expected)
+    ds = Potsdam(tmp_path, scenes=TWO, tile_size=16, ignore_values=[[252, 255, 0]])
+    expected[2, 3] = 255
+    np.testing.assert_array_equal(ds[0]["mask"].numpy(), expected)
+    np.testing.assert_array_equal(ds.read_labels("2_10")[:16, :16], expected)
 
 
 def test_band_count_that_does_not_fit_the_mode(tmp_path):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.windows import Window
 
 from glcnet.data.classes import IGNORE_INDEX, display_palette, generated_class_names
 from glcnet.data.errors import (
@@ -220,7 +221,7 @@ class FolderDataset(SceneTileDataset):
     def _check_index_values(self) -> None:
         """Refuse 0/255 binary masks read as class indices (see :meth:`MaskSpec.binary_255_problem`).
 
-        Scans the masks of the split block by block, in order, until a value other than 0 and
+        Scans the masks of the split in strips, in order, until a value other than 0 and
         ``ignore_index`` shows (they are index masks), or :data:`VALUE_SCAN_PIXELS` pixels.
         """
         spec = self.mask_spec
@@ -229,16 +230,20 @@ class FolderDataset(SceneTileDataset):
         found: set[int] = set()
         scanned: list[str] = []
         budget = VALUE_SCAN_PIXELS
+        settled = False  # a value other than 0 and ignore_index was seen
         for scene in self.scenes:
             path = self.label_path(scene)
             ds = self._cache.get(path)
             scanned.append(path)
-            for _, window in ds.block_windows(1):
+            rows = max(1, (1 << 20) // ds.width)  # strips of about a million pixels
+            for top in range(0, ds.height, rows):
+                window = Window(0, top, ds.width, min(rows, ds.height - top))
                 found.update(np.unique(read_window(ds, (1,), window, path)).tolist())
                 budget -= int(window.width * window.height)
-                if not found <= {0, spec.ignore_index} or budget <= 0:
+                settled = not found <= {0, spec.ignore_index}
+                if settled or budget <= 0:
                     break
-            if not found <= {0, spec.ignore_index} or budget <= 0:
+            if settled or budget <= 0:
                 break
         problem = spec.binary_255_problem(found, scanned)
         if problem:

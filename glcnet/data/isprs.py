@@ -194,6 +194,7 @@ class _IsprsDataset(SceneTileDataset):
         scenes: Sequence[str] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        ignore_values: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__(
             tile_size=tile_size,
@@ -217,6 +218,7 @@ class _IsprsDataset(SceneTileDataset):
         self.mask_spec = MaskSpec.from_config(
             len(ISPRS_CLASSES),
             ISPRS_PALETTE,
+            ignore_values=ignore_values,
             ignore_index=self.ignore_index,
             unknown_colors=unknown_colors,
         )
@@ -379,6 +381,8 @@ class Potsdam(_IsprsDataset):
         scenes: Explicit scene ids; override ``split``.
         num_classes: Checked only: must be None or 6 (the classes are fixed).
         class_names: Checked only: must be None or the ISPRS names.
+        ignore_values: Label colours ``[R, G, B]`` read as ``ignore_index`` (e.g. the off-palette
+            colours a few label files are reported to hold).
 
     """
 
@@ -439,6 +443,8 @@ class Vaihingen(_IsprsDataset):
         scenes: Explicit scene ids; override ``split``.
         num_classes: Checked only: must be None or 6 (the classes are fixed).
         class_names: Checked only: must be None or the ISPRS names.
+        ignore_values: Label colours ``[R, G, B]`` read as ``ignore_index`` (e.g. the off-palette
+            colours a few label files are reported to hold).
 
     """
 
@@ -490,6 +496,7 @@ class Vaihingen(_IsprsDataset):
         scenes: Sequence[str | int] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
+        ignore_values: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__(
             root,
@@ -506,4 +513,5 @@ class Vaihingen(_IsprsDataset):
             scenes=scenes,
             num_classes=num_classes,
             class_names=class_names,
+            ignore_values=ignore_values,
         )
