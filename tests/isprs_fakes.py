@@ -107,8 +107,15 @@ def write_tif(path: Path, data: np.ndarray) -> Path:
     return path
 
 
-def _store(root: Path, archive: str, files: dict[str, np.ndarray], zipped: bool) -> None:
-    """Write ``files`` (member path -> array) into ``root/archive(.zip)``."""
+def _store(
+    root: Path, archive: str, files: dict[str, np.ndarray], zipped: bool, in_place: bool = False
+) -> None:
+    """Write ``files`` (member path -> array) into ``root/archive(.zip)``, or as ``unzip`` in place
+    would (member paths relative to ``root``)."""
+    if in_place:
+        for member, data in files.items():
+            write_tif(root / member, data)
+        return
     if not zipped:
         for member, data in files.items():
             write_tif(root / archive / member, data)
@@ -129,11 +136,14 @@ def make_potsdam_root(
     extra_level: bool = False,
     dtype: str = "uint8",
     file_ids: dict[str, str] | None = None,
+    in_place: bool | Sequence[str] = False,
 ) -> Path:
     """Write a fake Potsdam root.
 
     Zip archives hold files as the official ones do (image products inside a folder named like the
-    archive, labels at the archive root); extracted folders hold the files directly.
+    archive, labels at the archive root); extracted folders hold the files directly; products
+    extracted in place (``unzip '*.zip'`` in the root) put image products into a folder named like
+    the archive and label files directly into the root.
 
     Args:
         root: Folder to write into (created).
@@ -144,12 +154,15 @@ def make_potsdam_root(
         extra_level: Put every file under one more folder named like the archive.
         dtype: ``uint8`` or ``uint16`` images.
         file_ids: Scene id -> id written in the file names (e.g. "6_7" -> "6_07").
+        in_place: True / False for all products, or the products extracted in place (these
+            override ``zipped``).
     """
     root.mkdir(parents=True, exist_ok=True)
     scenes = list(scenes)
     for product in products:
         archive, template, inner = POTSDAM_FILES[product]
-        is_zip = zipped if isinstance(zipped, bool) else product in zipped
+        here = in_place if isinstance(in_place, bool) else product in in_place
+        is_zip = not here and (zipped if isinstance(zipped, bool) else product in zipped)
         files = {}
         for scene in scenes:
             name = template.format(id=(file_ids or {}).get(scene, scene))
@@ -157,9 +170,9 @@ def make_potsdam_root(
                 data = fake_label_rgb(scene, product == "eroded", size)
             else:
                 data = fake_image(scene, product, 4 if product == "RGBIR" else 3, size, dtype)
-            member = f"{archive}/{name}" if inner and is_zip else name
+            member = f"{archive}/{name}" if inner and (is_zip or here) else name
             files[f"{archive}/{member}" if extra_level else member] = data
-        _store(root, archive, files, is_zip)
+        _store(root, archive, files, is_zip, here)
     return root
 
 
@@ -170,6 +183,7 @@ def make_vaihingen_root(
     zipped: bool = False,
     products: Sequence[str] = ("images", "labels", "eroded"),
     decoy: bool = True,
+    in_place: bool | Sequence[str] = False,
 ) -> Path:
     """Write a fake Vaihingen root.
 
@@ -181,6 +195,9 @@ def make_vaihingen_root(
         products: Subset of ``images``, ``labels``, ``eroded``.
         decoy: Also put ``gts_for_participants/top_mosaic_09cm_area{N}.tif`` (same file name as
             the image, other content) into the image archive, as the official archive does.
+        in_place: True / False for all products, or the products extracted in place (``unzip``
+            in the root: ``top/`` and ``gts_for_participants/`` in the root, the ground-truth
+            files directly in the root).
     """
     root.mkdir(parents=True, exist_ok=True)
     scenes = list(scenes)
@@ -195,5 +212,6 @@ def make_vaihingen_root(
                     files[member] = np.zeros((3, *size), dtype=np.uint8)
             else:
                 files[template.format(id=scene)] = fake_label_rgb(scene, product == "eroded", size)
-        _store(root, archive, files, zipped)
+        here = in_place if isinstance(in_place, bool) else product in in_place
+        _store(root, archive, files, zipped and not here, here)
     return root

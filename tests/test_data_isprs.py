@@ -22,10 +22,12 @@ from isprs_fakes import (
 )
 from torch.utils.data import DataLoader, default_collate
 
-from glcnet.data.classes import UnknownColorError
+from glcnet.data.classes import ISPRS_CLASSES, ISPRS_PALETTE, UnknownColorError
 from glcnet.data.errors import (
     BandCountError,
+    ClassMismatchError,
     CorruptRasterError,
+    DuplicateSceneError,
     EmptySplitError,
     MissingDataError,
     SceneTooSmallError,
@@ -216,6 +218,110 @@ def test_extracted_folder_wins_over_zip_and_zip_fills_gaps(tmp_path):
     ds = Potsdam(tmp_path, scenes=TWO, tile_size=16, labeled=False)
     assert not ds.image_path("2_10").startswith("/vsizip/")
     assert ds.image_path("2_11").startswith("/vsizip/")
+
+
+# --- archives extracted in place (unzip '*.zip' in the root), mixed with the other layouts ---------
+
+
+def assert_reads_fakes(ds, scenes, eroded=False, product="RGBIR"):
+    """Every tile's image and mask equal the fake files' closed-form values."""
+    assert ds.scenes == scenes
+    for i in range(0, len(ds), 5):
+        item = ds[i]
+        s, w = item["scene"], item["window"]
+        count = len(ds.band_indexes)
+        image = crop(fake_image(s, product, 4 if product == "RGBIR" else count), w)
+        image = image[[b - 1 for b in ds.band_indexes]].astype(np.float32) / 255
+        np.testing.assert_array_equal(item["image"].numpy(), image)
+        expected = crop(fake_classes(s), w)
+        if eroded:
+            expected = np.where(crop(fake_boundary(s), w), 255, expected)
+        np.testing.assert_array_equal(item["mask"].numpy(), expected)
+
+
+def test_potsdam_extracted_in_place(tmp_path):
+    make_potsdam_root(tmp_path, TWO, in_place=True)
+    assert (tmp_path / "top_potsdam_2_10_label.tif").is_file()  # torchgeo's layout
+    assert (tmp_path / "4_Ortho_RGBIR" / "top_potsdam_2_10_RGBIR.tif").is_file()
+    for eroded in (False, True):
+        ds = Potsdam(tmp_path, scenes=TWO, tile_size=16, eroded=eroded)
+        assert ds.label_path("2_10") == str(
+            (tmp_path / f"top_potsdam_2_10_label{'_noBoundary' if eroded else ''}.tif").resolve()
+        )
+        assert_reads_fakes(ds, TWO, eroded=eroded)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"in_place": ["labels"], "zipped": ["RGBIR", "eroded"]},
+        {"in_place": ["RGBIR", "eroded"], "zipped": ["labels"]},
+        {"in_place": ["labels"], "zipped": False},  # images and eroded labels: folder per archive
+    ],
+)
+def test_potsdam_layouts_mixed_freely(tmp_path, layout):
+    make_potsdam_root(tmp_path, TWO, **layout)
+    assert_reads_fakes(Potsdam(tmp_path, scenes=TWO, tile_size=16), TWO)
+    assert_reads_fakes(Potsdam(tmp_path, scenes=TWO, tile_size=16, eroded=True), TWO, eroded=True)
+
+
+def test_potsdam_in_place_labels_fill_gaps_of_a_zip_and_only_the_root_counts(tmp_path):
+    make_potsdam_root(tmp_path, TWO, zipped=True, products=("RGBIR", "labels"))
+    make_potsdam_root(tmp_path, ["2_10"], in_place=True, products=("labels",))
+    ds = Potsdam(tmp_path, scenes=TWO, tile_size=16)
+    assert not ds.label_path("2_10").startswith("/vsizip/")  # extracted wins over the zip
+    assert ds.label_path("2_11").startswith("/vsizip/")  # the zip fills the gap
+    assert_reads_fakes(ds, TWO)
+    # a label file deeper than the root (e.g. in an unrelated folder) is not an in-place copy
+    make_potsdam_root(tmp_path, ["2_12"], products=("RGBIR",))
+    make_potsdam_root(tmp_path / "elsewhere", ["2_12"], in_place=True, products=("labels",))
+    with pytest.raises(MissingDataError, match=r"top_potsdam_2_12_label\.tif not found"):
+        Potsdam(tmp_path, scenes=["2_12"], tile_size=16)
+
+
+def test_two_extracted_copies_of_one_scene_file_are_refused(tmp_path):
+    make_potsdam_root(tmp_path, TWO, products=("RGBIR", "labels"))  # folder per archive
+    make_potsdam_root(tmp_path, ["2_11"], in_place=True, products=("labels",))
+    in_root = (tmp_path / "top_potsdam_2_11_label.tif").resolve()
+    in_folder = (tmp_path / "5_Labels_all" / "top_potsdam_2_11_label.tif").resolve()
+    with pytest.raises(
+        DuplicateSceneError,
+        match=rf"{re.escape(str(in_folder))} and {re.escape(str(in_root))} are two copies",
+    ):
+        Potsdam(tmp_path, scenes=TWO, tile_size=16)
+    in_root.unlink()
+    in_root.symlink_to(in_folder)  # the same file twice is no ambiguity
+    assert_reads_fakes(Potsdam(tmp_path, scenes=TWO, tile_size=16), TWO)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"in_place": True},
+        {"in_place": ["images"], "zipped": True},
+        {"in_place": ["labels", "eroded"], "zipped": True},
+        {"in_place": ["images", "eroded"], "zipped": False},
+    ],
+)
+def test_vaihingen_extracted_in_place_and_mixed(tmp_path, layout):
+    make_vaihingen_root(tmp_path, ["area1", "area3"], **layout)
+    if layout.get("in_place") is True:
+        assert (tmp_path / "top" / "top_mosaic_09cm_area1.tif").is_file()
+        assert (tmp_path / "top_mosaic_09cm_area1.tif").is_file()  # ground truth in the root
+        assert (tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif").is_file()
+    for eroded in (False, True):
+        ds = Vaihingen(tmp_path, scenes=["area1", "area3"], tile_size=16, eroded=eroded)
+        assert "/top/top_mosaic_09cm_area3.tif" in ds.image_path("area3")
+        assert_reads_fakes(ds, ["area1", "area3"], eroded=eroded, product="IMAGES")
+
+
+def test_missing_in_place_files_name_every_place_looked(tmp_path):
+    make_potsdam_root(tmp_path, TWO, products=("RGBIR",))
+    with pytest.raises(
+        MissingDataError,
+        match=r"5_Labels_all\.zip or 5_Labels_all/ or top_potsdam_\*_label\.tif files in the root",
+    ):
+        Potsdam(tmp_path, scenes=TWO, tile_size=16)
 
 
 @pytest.mark.parametrize("zipped", [False, True])
@@ -410,6 +516,10 @@ def test_off_palette_colours_error_or_ignore(tmp_path):
     expected = fake_classes("2_10")[:16, :16].copy()
     expected[2, 3] = 77
     np.testing.assert_array_equal(ds[0]["mask"].numpy(), expected)
+    ds = Potsdam(tmp_path, scenes=TWO, tile_size=16, ignore_values=[[252, 255, 0]])
+    expected[2, 3] = 255
+    np.testing.assert_array_equal(ds[0]["mask"].numpy(), expected)
+    np.testing.assert_array_equal(ds.read_labels("2_10")[:16, :16], expected)
 
 
 def test_band_count_that_does_not_fit_the_mode(tmp_path):
@@ -437,3 +547,13 @@ def test_scene_smaller_than_tile(tmp_path):
 def test_bad_arguments(potsdam_root, kwargs):
     with pytest.raises(ValueError):
         Potsdam(potsdam_root, scenes=TWO, **{"tile_size": 16, **kwargs})
+
+
+def test_isprs_classes_are_fixed(potsdam_root):
+    ds = Potsdam(potsdam_root, scenes=TWO, tile_size=16, num_classes=6, class_names=None)
+    assert ds.describe()["class_names"] == list(ISPRS_CLASSES)
+    assert ds.describe()["mask_spec"]["palette"] == [list(c) for c in ISPRS_PALETTE]
+    with pytest.raises(ClassMismatchError, match="set data.num_classes=6"):
+        Potsdam(potsdam_root, scenes=TWO, tile_size=16, num_classes=4)
+    with pytest.raises(ClassMismatchError, match="set data.class_names=null"):
+        Potsdam(potsdam_root, scenes=TWO, tile_size=16, class_names=list("abcdef"))

@@ -9,12 +9,14 @@ Example:
 from glcnet.data.classes import IGNORE_INDEX, ISPRS_CLASSES, ISPRS_PALETTE
 from glcnet.data.folder import FolderDataset
 from glcnet.data.isprs import Potsdam, Vaihingen
+from glcnet.data.masks import MaskSpec
 
 __all__ = [
     "IGNORE_INDEX",
     "ISPRS_CLASSES",
     "ISPRS_PALETTE",
     "FolderDataset",
+    "MaskSpec",
     "Potsdam",
     "Vaihingen",
 ]

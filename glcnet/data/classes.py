@@ -1,10 +1,13 @@
-"""The six ISPRS semantic-labeling classes, their colour palette and palette decoding."""
+"""Classes: the six ISPRS classes and palette, generated names and display colours, palette codecs."""
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 
 import numpy as np
+
+from glcnet.data.errors import UnknownColorError
 
 #: Class names in index order (index 0..5), as used by Potsdam and Vaihingen.
 ISPRS_CLASSES: tuple[str, ...] = (
@@ -33,8 +36,54 @@ BOUNDARY_COLOR: tuple[int, int, int] = (0, 0, 0)
 IGNORE_INDEX: int = 255
 
 
-class UnknownColorError(ValueError):
-    """A label file holds a colour that is not in the palette."""
+__all__ = [
+    "BOUNDARY_COLOR",
+    "IGNORE_INDEX",
+    "ISPRS_CLASSES",
+    "ISPRS_PALETTE",
+    "UnknownColorError",
+    "decode_palette",
+    "display_palette",
+    "encode_palette",
+    "generated_class_names",
+]
+
+
+def generated_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names for classes that have none: ``("class_0", "class_1", ...)``.
+
+    Args:
+        num_classes: Number of classes K (>= 1).
+
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return tuple(f"class_{k}" for k in range(num_classes))
+
+
+def display_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """Distinct RGB display colours for classes whose masks carry no colours (index/value masks).
+
+    Two classes get black and white (the look of binary 0/255 masks); more classes get hues spread
+    by the golden ratio (saturation 0.75, value 0.95), so neighbouring indices differ strongly and
+    the colours of the first K classes do not change when K grows.
+
+    Args:
+        num_classes: Number of classes K (>= 1).
+
+    Returns:
+        K colours ``(r, g, b)`` in 0..255.
+
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if num_classes == 2:
+        return ((0, 0, 0), (255, 255, 255))
+    colours = []
+    for k in range(num_classes):
+        r, g, b = colorsys.hsv_to_rgb((k * 0.6180339887) % 1.0, 0.75, 0.95)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    return tuple(colours)
 
 
 def decode_palette(

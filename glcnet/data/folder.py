@@ -5,8 +5,15 @@ Layout (``image_dir`` and ``mask_dir`` are arguments)::
     root/images/<stem>.tif|.tiff|.png      root/masks/<stem>.tif|.tiff|.png
 
 Each image is one scene (its id is the file stem) and is cut into tiles like the ISPRS scenes.
-Masks hold class indices in one band (``palette=None``) or RGB colours (``palette`` given, decoded
-like the ISPRS labels).
+How masks encode classes is one :class:`~glcnet.data.masks.MaskSpec` (``palette``,
+``ignore_values``; see :mod:`glcnet.data.masks`): class indices (``palette=None``, paletted files
+included), single values (``palette=[0, 255]``) or RGB colours (``palette=[[R, G, B], ...]``).
+Image nodata (a nodata value, an alpha band not read, an internal mask; see
+:mod:`glcnet.data.nodata`) is ignored in the masks, and all-nodata tiles are left out.
+
+Classes: ``num_classes``, ``class_names`` and ``palette`` must agree (each that is given); names
+default to ``class_0 ...``. The display colours (:attr:`palette` attribute) are the palette's
+colours for colour masks, the file's colour table for paletted masks, else generated.
 
 Splits, first rule that applies:
 
@@ -24,24 +31,29 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from rasterio.windows import Window
 
-from glcnet.data.classes import (
-    BOUNDARY_COLOR,
-    IGNORE_INDEX,
-    ISPRS_CLASSES,
-    ISPRS_PALETTE,
-    UnknownColorError,
-    decode_palette,
+from glcnet.data.classes import IGNORE_INDEX, display_palette, generated_class_names
+from glcnet.data.errors import (
+    ClassMismatchError,
+    DataError,
+    EmptyFolderError,
+    EmptySplitError,
+    MaskSpecError,
+    MissingDataError,
 )
-from glcnet.data.errors import DataError, EmptyFolderError, EmptySplitError, MissingDataError
-from glcnet.data.raster import raster_info
+from glcnet.data.masks import MaskSpec
+from glcnet.data.raster import raster_info, read_window
 from glcnet.data.tiling import SceneTileDataset
 
 #: File suffixes read as images or masks (case-insensitive).
 SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png")
 SPLITS: tuple[str, ...] = ("train", "val", "test", "all")
+#: Most mask pixels scanned when a data set is built, to tell 0/255 binary masks from index masks.
+VALUE_SCAN_PIXELS: int = 1 << 24
 
 
 def list_rasters(folder: Path) -> dict[str, Path]:
@@ -88,7 +100,7 @@ def seeded_split(stems: Sequence[str], val_fraction: float, seed: int) -> dict[s
 
 
 class FolderDataset(SceneTileDataset):
-    """Tiles of the images in a folder (see the module docstring for layout and splits).
+    """Tiles of the images in a folder (see the module docstring for layout, masks and splits).
 
     Args:
         root: Data root.
@@ -100,16 +112,24 @@ class FolderDataset(SceneTileDataset):
         tile_size: Tile side in pixels.
         stride: Distance between tiles (None: ``tile_size``).
         labeled: Read masks; False needs no mask folder.
-        class_names: Class names in index order.
-        palette: RGB colour of each class for colour-coded masks; None: masks are single-band
-            class-index images.
-        unknown_colors: ``error`` or ``ignore`` for mask colours / indices outside the classes.
-        ignore_index: Mask value of ignored pixels (also accepted in index masks).
+        num_classes: Number of classes K (None: from ``class_names`` or ``palette``).
+        class_names: K class names in index order (None: ``class_0``, ``class_1``, ...).
+        palette: How masks encode classes: None (class indices), K single values, or K RGB
+            colours (see :mod:`glcnet.data.masks`).
+        ignore_values: Mask values (or colours) read as ``ignore_index``.
+        image_nodata: ``auto`` (the images' own nodata value / alpha / mask), ``none`` or a number.
+        unknown_colors: ``error`` or ``ignore`` for mask values that are neither class nor ignored.
+        ignore_index: Mask value of ignored pixels (accepted in index masks).
         split_file: JSON file with the stems of each split.
         val_fraction: Fraction of files drawn for ``val`` by the seeded split.
         seed: Seed of the seeded split.
         eroded: Accepted for the ISPRS interface; with colour masks, True also maps black (the
-            ISPRS boundary colour) to ``ignore_index``. No effect on index masks.
+            ISPRS boundary colour) to ``ignore_index``. No effect on index and value masks.
+
+    Raises:
+        ClassMismatchError: ``num_classes``, ``class_names`` and ``palette`` disagree.
+        MaskSpecError: Masks that the settings would read another way than their format says
+            (see :meth:`MaskSpec.check_file`), 0/255 masks read as class indices.
 
     """
 
@@ -123,8 +143,11 @@ class FolderDataset(SceneTileDataset):
         tile_size: int = 256,
         stride: int | None = None,
         labeled: bool = True,
-        class_names: Sequence[str] = ISPRS_CLASSES,
-        palette: Sequence[Sequence[int]] | None = ISPRS_PALETTE,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Any] | None = None,
+        ignore_values: Sequence[Any] | None = (),
+        image_nodata: str | float | None = "auto",
         unknown_colors: str = "error",
         ignore_index: int = IGNORE_INDEX,
         split_file: str | Path | None = None,
@@ -138,6 +161,7 @@ class FolderDataset(SceneTileDataset):
             labeled=labeled,
             unknown_colors=unknown_colors,
             ignore_index=ignore_index,
+            image_nodata=image_nodata,
         )
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -146,17 +170,15 @@ class FolderDataset(SceneTileDataset):
             raise MissingDataError(f"folder data root not found: {self.root}")
         self.split = split
         self.eroded = bool(eroded)
-        self.class_names = tuple(class_names)
-        if palette is not None:
-            self.palette = tuple(tuple(int(v) for v in color) for color in palette)
-            if len(self.palette) != len(self.class_names):
-                raise ValueError(
-                    f"palette has {len(self.palette)} colours for {len(self.class_names)} classes"
-                )
-            self._mask_bands = (1, 2, 3)
-        else:
-            self.palette = None
-            self._mask_bands = (1,)
+        k = resolve_num_classes(num_classes, class_names, palette)
+        self.class_names = (
+            tuple(str(n) for n in class_names)
+            if class_names is not None
+            else generated_class_names(k)
+        )
+        self.mask_spec = MaskSpec.from_config(
+            k, palette, ignore_values, self.ignore_index, unknown_colors
+        )
 
         self._images, self._masks = self._find_files(image_dir, mask_dir, split_file)
         chosen = self._select(split, split_file, val_fraction, seed)
@@ -176,6 +198,56 @@ class FolderDataset(SceneTileDataset):
                         f"{{{','.join(SUFFIXES)}}} in {self._mask_dirs[stem]}"
                     )
         self._index_scenes(chosen, f"folder data {self.root} split {split!r}")
+        self.palette = self._display_palette()
+        if self.labeled:
+            self._check_index_values()
+
+    def _display_palette(self) -> tuple[tuple[int, int, int], ...]:
+        """Display colours: the palette's colours, the masks' colour table, or generated ones."""
+        spec = self.mask_spec
+        if spec.kind == "colors":
+            return tuple(spec.palette)
+        if self.labeled:
+            ds = self._cache.get(self.label_path(self.scenes[0]))
+            try:
+                table = ds.colormap(1)
+            except ValueError:
+                table = None
+            stored = range(spec.num_classes) if spec.kind == "index" else spec.palette
+            if table and all(v in table for v in stored):
+                return tuple(tuple(int(c) for c in table[v][:3]) for v in stored)
+        return display_palette(spec.num_classes)
+
+    def _check_index_values(self) -> None:
+        """Refuse 0/255 binary masks read as class indices (see :meth:`MaskSpec.binary_255_problem`).
+
+        Scans the masks of the split in strips, in order, until a value other than 0 and
+        ``ignore_index`` shows (they are index masks), or :data:`VALUE_SCAN_PIXELS` pixels.
+        """
+        spec = self.mask_spec
+        if spec.kind != "index" or spec.ignore_index in spec.ignore_values:
+            return
+        found: set[int] = set()
+        scanned: list[str] = []
+        budget = VALUE_SCAN_PIXELS
+        settled = False  # a value other than 0 and ignore_index was seen
+        for scene in self.scenes:
+            path = self.label_path(scene)
+            ds = self._cache.get(path)
+            scanned.append(path)
+            rows = max(1, (1 << 20) // ds.width)  # strips of about a million pixels
+            for top in range(0, ds.height, rows):
+                window = Window(0, top, ds.width, min(rows, ds.height - top))
+                found.update(np.unique(read_window(ds, (1,), window, path)).tolist())
+                budget -= int(window.width * window.height)
+                settled = not found <= {0, spec.ignore_index}
+                if settled or budget <= 0:
+                    break
+            if settled or budget <= 0:
+                break
+        problem = spec.binary_255_problem(found, scanned)
+        if problem:
+            raise MaskSpecError(problem)
 
     def _find_files(
         self, image_dir: str, mask_dir: str, split_file: str | Path | None
@@ -255,32 +327,42 @@ class FolderDataset(SceneTileDataset):
         return str(self._images[scene])
 
     def label_path(self, scene: str, eroded: bool | None = None) -> str:
-        """Path of the mask file of ``scene`` (``eroded`` is accepted and ignored)."""
+        """Path of the mask file of ``scene`` (``eroded`` is accepted and ignored: one mask per image)."""
         if scene not in self._masks:
             raise KeyError(f"no mask with stem {scene!r} in {self.root}")
         return str(self._masks[scene])
 
-    def _mask_path(self, scene: str) -> str:
-        return self.label_path(scene)
 
-    def _decode_mask(self, raw: np.ndarray, path: str) -> np.ndarray:
-        if self.palette is not None:
-            return decode_palette(
-                raw,
-                self.palette,
-                ignore_colors=(BOUNDARY_COLOR,) if self.eroded else (),
-                unknown=self.unknown_colors,
-                ignore_index=self.ignore_index,
-                source=path,
-            )
-        mask = raw[0].astype(np.int64)
-        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
-        if bad.any():
-            if self.unknown_colors == "error":
-                values = np.unique(mask[bad])[:10].tolist()
-                raise UnknownColorError(
-                    f"{path}: mask values {values} are not class indices 0..{self.num_classes - 1} "
-                    f"or ignore_index={self.ignore_index}; set unknown_colors='ignore' to skip them"
-                )
-            mask[bad] = self.ignore_index
-        return mask
+def resolve_num_classes(
+    num_classes: int | None, class_names: Sequence[str] | None, palette: Sequence[Any] | None
+) -> int:
+    """The number of classes K that every given setting agrees on.
+
+    Raises:
+        ClassMismatchError: Two settings disagree, or none is given.
+
+    """
+    given: list[tuple[str, int, str]] = []  # (setting, count, what is counted)
+    if num_classes is not None:
+        given.append(("data.num_classes", int(num_classes), ""))
+    if class_names is not None:
+        given.append(("data.class_names", len(class_names), "names"))
+    if palette is not None:
+        given.append(("data.dataset_kwargs.palette", len(palette), "entries"))
+    if not given:
+        raise ClassMismatchError(
+            "folder data needs the number of classes: set data.num_classes (or data.class_names "
+            "or data.dataset_kwargs.palette)"
+        )
+
+    def show(setting: str, n: int, what: str) -> str:
+        return f"{setting} has {n} {what}" if what else f"{setting}={n}"
+
+    first = given[0]
+    for other in given[1:]:
+        if other[1] != first[1]:
+            fix = f", or set data.num_classes={other[1]}" if not first[2] else ""
+            raise ClassMismatchError(f"{show(*other)} but {show(*first)}: give one per class{fix}")
+    if class_names is not None and len(set(map(str, class_names))) != len(class_names):
+        raise ClassMismatchError(f"data.class_names={list(class_names)} holds a name twice")
+    return first[1]

@@ -1,8 +1,19 @@
 """ISPRS Potsdam and Vaihingen tile data sets, read from the official archives or their folders.
 
-A root holds the official zip archives, their extracted folders (same names without ``.zip``), or
-a mix; where both exist the folder wins, the archive fills in what the folder lacks. Files are
-found by name at any depth inside an archive or folder, so an extra top folder level is fine.
+A root holds the official zip archives, their extracted copies, or any mix of them. Two ways of
+extracting are understood, freely mixed with each other and with zips:
+
+- a folder per archive: ``unzip X.zip -d X`` (the folder is named like the archive; files are
+  found by name at any depth inside it, so an extra top folder level is fine);
+- in place: ``unzip '*.zip'`` run in the root (torchgeo's layout). The Potsdam image archives hold
+  a folder named like themselves (``4_Ortho_RGBIR/``), which is the first way again; the label
+  archives put their files directly into the root (``top_potsdam_2_10_label.tif``). Vaihingen's
+  image archive puts ``top/`` into the root and its ground-truth archives put their files directly
+  into the root. Only the files directly in the root (or directly in ``top/``) count there.
+
+Extracted files win over the members of a zip (reads are faster), and the zip fills in what the
+extracted copies lack. Two extracted copies of one scene file (the archive's folder *and* the
+root) are refused with both paths named: delete one.
 
 Potsdam (38 scenes of 6000x6000 px, ids ``"{row}_{col}"`` such as ``"2_10"`` or ``"6_7"``):
 
@@ -30,9 +41,10 @@ is the official training list minus ``val``, ``all`` is train + test. Every scen
 selection must be present (a missing file is an error naming it; drop scenes with
 ``exclude_scenes``).
 
-Labels are colour-coded RGB rasters decoded with :func:`glcnet.data.classes.decode_palette`; in the
-eroded labels black boundary pixels become ``ignore_index``. Off-palette colours raise
-(``unknown_colors="error"``) or become ``ignore_index`` (``"ignore"``).
+Labels are colour-coded RGB rasters decoded by a :class:`~glcnet.data.masks.MaskSpec` of the six
+ISPRS colours; in the eroded labels black boundary pixels become ``ignore_index``. Off-palette
+colours raise (``unknown_colors="error"``) or become ``ignore_index`` (``"ignore"``). The images
+have no nodata (``image_nodata`` is ``"none"``): the IR band some RGBIR files tag as alpha is data.
 """
 
 from __future__ import annotations
@@ -42,17 +54,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from glcnet.data.classes import (
-    BOUNDARY_COLOR,
-    IGNORE_INDEX,
-    ISPRS_CLASSES,
-    ISPRS_PALETTE,
-    decode_palette,
-)
-from glcnet.data.errors import MissingDataError
-from glcnet.data.raster import find_sources, index_sources
+from glcnet.data.classes import IGNORE_INDEX, ISPRS_CLASSES, ISPRS_PALETTE
+from glcnet.data.errors import ClassMismatchError, MissingDataError
+from glcnet.data.masks import MaskSpec
+from glcnet.data.raster import FileSource, find_sources, index_sources
 from glcnet.data.tiling import SceneTileDataset
 
 #: Official Potsdam training scenes (24), as in torchgeo and mmsegmentation.
@@ -91,6 +96,8 @@ class Product:
         template: File name of a scene, ``{id}`` standing for the scene id (for messages).
         pattern: Regular expression of the file name; its integer groups identify the scene.
         parent: When set, only files directly inside a folder of this name count.
+        in_place: Where ``unzip`` run in the root puts the files, relative to the root (``""``:
+            the root itself); None: in a folder named like the archive (found as such).
 
     """
 
@@ -98,6 +105,7 @@ class Product:
     template: str
     pattern: str
     parent: str | None = None
+    in_place: str | None = None
 
     def file_name(self, scene: str) -> str:
         """File name of ``scene`` in this product."""
@@ -184,6 +192,9 @@ class _IsprsDataset(SceneTileDataset):
         val_scenes: Sequence[str] | None = None,
         exclude_scenes: Sequence[str] = (),
         scenes: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_values: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__(
             tile_size=tile_size,
@@ -191,7 +202,9 @@ class _IsprsDataset(SceneTileDataset):
             labeled=labeled,
             unknown_colors=unknown_colors,
             ignore_index=ignore_index,
+            image_nodata="none",
         )
+        self._check_classes(num_classes, class_names)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise MissingDataError(f"{self.NAME} root folder not found: {self.root}")
@@ -202,6 +215,13 @@ class _IsprsDataset(SceneTileDataset):
         self.eroded = bool(eroded)
         self.class_names = ISPRS_CLASSES
         self.palette = ISPRS_PALETTE
+        self.mask_spec = MaskSpec.from_config(
+            len(ISPRS_CLASSES),
+            ISPRS_PALETTE,
+            ignore_values=ignore_values,
+            ignore_index=self.ignore_index,
+            unknown_colors=unknown_colors,
+        )
         val = self.VAL if val_scenes is None else [self.canonical_id(s) for s in val_scenes]
         chosen = resolve_scenes(
             split,
@@ -222,6 +242,20 @@ class _IsprsDataset(SceneTileDataset):
         where = f"{self.NAME} split {split!r}" if scenes is None else f"{self.NAME} scenes {scenes}"
         self._index_scenes(chosen, where)
 
+    def _check_classes(self, num_classes: int | None, class_names: Sequence[str] | None) -> None:
+        """The ISPRS classes are fixed: ``num_classes`` and ``class_names`` may only agree."""
+        names = ", ".join(ISPRS_CLASSES)
+        if num_classes is not None and num_classes != len(ISPRS_CLASSES):
+            raise ClassMismatchError(
+                f"{self.NAME} has {len(ISPRS_CLASSES)} classes ({names}) but "
+                f"data.num_classes={num_classes}; set data.num_classes={len(ISPRS_CLASSES)}"
+            )
+        if class_names is not None and tuple(class_names) != ISPRS_CLASSES:
+            raise ClassMismatchError(
+                f"{self.NAME}'s classes are ({names}) but data.class_names={list(class_names)}; "
+                f"set data.class_names=null"
+            )
+
     # --- scene ids and files -----------------------------------------------------------------
 
     @classmethod
@@ -241,19 +275,35 @@ class _IsprsDataset(SceneTileDataset):
         match = re.fullmatch(self.ID_PATTERN, scene, flags=re.IGNORECASE)
         return tuple(int(g) for g in match.groups())
 
+    def _sources(self, product: Product) -> list[FileSource]:
+        return find_sources(self.root, product.archive, product.in_place)
+
+    def _has(self, product: Product) -> bool:
+        """The root holds some file of ``product`` (in any layout)."""
+        sources = self._sources(product)
+        if any(s.recursive for s in sources):
+            return True
+        pattern = re.compile(product.pattern, flags=re.IGNORECASE)
+        return any(s.index(pattern, product.parent) for s in sources)
+
+    @staticmethod
+    def _looked_for(product: Product) -> str:
+        places = [f"{product.archive}.zip", f"{product.archive}/"]
+        if product.in_place is not None:
+            where = "the root" if product.in_place == "" else f"{product.in_place}/"
+            places.append(f"{product.file_name('*')} files in {where}")
+        return " or ".join(places)
+
     def _image_mode(self) -> BandMode:
         own = self.MODES[self.bands]
-        if find_sources(self.root, own.product.archive):
+        if self._has(own.product):
             return own
         derived = self.DERIVED.get(self.bands)
-        if derived is not None and find_sources(self.root, derived.product.archive):
+        if derived is not None and self._has(derived.product):
             return derived
-        looked = f"{own.product.archive}.zip or {own.product.archive}/"
+        looked = self._looked_for(own.product)
         if derived is not None:
-            looked += (
-                f", nor {derived.product.archive}.zip or {derived.product.archive}/ "
-                f"to derive them from"
-            )
+            looked += f", nor {self._looked_for(derived.product)} to derive them from"
         raise MissingDataError(
             f"{self.NAME} root {self.root} has no images for bands={self.bands!r}: looked for "
             f"{looked}"
@@ -264,15 +314,15 @@ class _IsprsDataset(SceneTileDataset):
 
     def _locate(self, product: Product, scenes: Sequence[str]) -> dict[str, str]:
         """Paths of the scenes' files in one product; every scene must be there."""
-        sources = find_sources(self.root, product.archive)
-        if not sources:
-            raise MissingDataError(
-                f"{self.NAME} root {self.root} has neither {product.archive}.zip nor "
-                f"{product.archive}/"
-            )
+        sources = self._sources(product)
         found = index_sources(
             sources, re.compile(product.pattern, flags=re.IGNORECASE), product.parent
         )
+        if not found:
+            raise MissingDataError(
+                f"{self.NAME} root {self.root} has no {product.file_name('*')} files: looked for "
+                f"{self._looked_for(product)}"
+            )
         paths = {}
         for scene in scenes:
             path = found.get(self._scene_key(scene))
@@ -280,7 +330,7 @@ class _IsprsDataset(SceneTileDataset):
                 inside = f" inside a '{product.parent}/' folder" if product.parent else ""
                 raise MissingDataError(
                     f"{self.NAME} scene {scene}: {product.file_name(scene)} not found{inside} in "
-                    f"{' or '.join(str(s.location) for s in sources)}; use exclude_scenes to "
+                    f"{' or '.join(s.describe() for s in sources)}; use exclude_scenes to "
                     f"leave the scene out"
                 )
             paths[scene] = path
@@ -307,19 +357,6 @@ class _IsprsDataset(SceneTileDataset):
             self._labels[eroded] = self._locate(self._label_product(eroded), self.scenes)
         return self._labels[eroded][scene]
 
-    def _mask_path(self, scene: str) -> str:
-        return self.label_path(scene)
-
-    def _decode_mask(self, raw: np.ndarray, path: str) -> np.ndarray:
-        return decode_palette(
-            raw,
-            self.palette,
-            ignore_colors=(BOUNDARY_COLOR,) if self.eroded else (),
-            unknown=self.unknown_colors,
-            ignore_index=self.ignore_index,
-            source=path,
-        )
-
 
 _POTSDAM_RGBIR = Product(
     "4_Ortho_RGBIR", "top_potsdam_{id}_RGBIR.tif", r"top_potsdam_(\d+)_(\d+)_RGBIR\.tif"
@@ -342,6 +379,10 @@ class Potsdam(_IsprsDataset):
         val_scenes: Validation scenes (None: :data:`POTSDAM_VAL_SCENES`).
         exclude_scenes: Scenes left out (e.g. ``["7_10"]``, known label errors).
         scenes: Explicit scene ids; override ``split``.
+        num_classes: Checked only: must be None or 6 (the classes are fixed).
+        class_names: Checked only: must be None or the ISPRS names.
+        ignore_values: Label colours ``[R, G, B]`` read as ``ignore_index`` (e.g. the off-palette
+            colours a few label files are reported to hold).
 
     """
 
@@ -369,12 +410,16 @@ class Potsdam(_IsprsDataset):
         "IRRG": BandMode(_POTSDAM_RGBIR, (4, 1, 2), ("IR", "R", "G")),
     }
     LABELS = Product(
-        "5_Labels_all", "top_potsdam_{id}_label.tif", r"top_potsdam_(\d+)_(\d+)_label\.tif"
+        "5_Labels_all",
+        "top_potsdam_{id}_label.tif",
+        r"top_potsdam_(\d+)_(\d+)_label\.tif",
+        in_place="",
     )
     ERODED_LABELS = Product(
         "5_Labels_all_noBoundary",
         "top_potsdam_{id}_label_noBoundary.tif",
         r"top_potsdam_(\d+)_(\d+)_label_noBoundary\.tif",
+        in_place="",
     )
     ID_PATTERN = r"(\d+)_(\d+)"
     ID_FORMAT = "{}_{}"
@@ -396,6 +441,10 @@ class Vaihingen(_IsprsDataset):
         val_scenes: Validation scenes (None: :data:`VAIHINGEN_VAL_SCENES`); ``"area11"`` or ``11``.
         exclude_scenes: Scenes left out.
         scenes: Explicit scene ids; override ``split``.
+        num_classes: Checked only: must be None or 6 (the classes are fixed).
+        class_names: Checked only: must be None or the ISPRS names.
+        ignore_values: Label colours ``[R, G, B]`` read as ``ignore_index`` (e.g. the off-palette
+            colours a few label files are reported to hold).
 
     """
 
@@ -410,6 +459,7 @@ class Vaihingen(_IsprsDataset):
                 "top_mosaic_09cm_{id}.tif",
                 r"top_mosaic_09cm_area(\d+)\.tif",
                 parent="top",
+                in_place="top",
             ),
             (1, 2, 3),
             ("IR", "R", "G"),
@@ -419,11 +469,13 @@ class Vaihingen(_IsprsDataset):
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE",
         "top_mosaic_09cm_{id}.tif",
         r"top_mosaic_09cm_area(\d+)\.tif",
+        in_place="",
     )
     ERODED_LABELS = Product(
         "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE",
         "top_mosaic_09cm_{id}_noBoundary.tif",
         r"top_mosaic_09cm_area(\d+)_noBoundary\.tif",
+        in_place="",
     )
     ID_PATTERN = r"(?:area)?(\d+)"
     ID_FORMAT = "area{}"
@@ -442,6 +494,9 @@ class Vaihingen(_IsprsDataset):
         val_scenes: Sequence[str | int] | None = None,
         exclude_scenes: Sequence[str | int] = (),
         scenes: Sequence[str | int] | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_values: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__(
             root,
@@ -456,4 +511,7 @@ class Vaihingen(_IsprsDataset):
             val_scenes=val_scenes,
             exclude_scenes=exclude_scenes,
             scenes=scenes,
+            num_classes=num_classes,
+            class_names=class_names,
+            ignore_values=ignore_values,
         )

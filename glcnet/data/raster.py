@@ -24,7 +24,12 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from glcnet.data.errors import CorruptRasterError, DataError, MissingDataError
+from glcnet.data.errors import (
+    CorruptRasterError,
+    DataError,
+    DuplicateSceneError,
+    MissingDataError,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class RasterInfo:
         width: Columns.
         count: Number of bands.
         dtype: Numpy dtype name of the bands (e.g. ``"uint8"``).
+        has_colormap: Band 1 carries a colour table (a paletted PNG / GeoTIFF).
 
     """
 
@@ -43,6 +49,7 @@ class RasterInfo:
     width: int
     count: int
     dtype: str
+    has_colormap: bool = False
 
 
 def open_raster(path: str) -> rasterio.io.DatasetReader:
@@ -77,7 +84,15 @@ def raster_info(path: str) -> RasterInfo:
 
     """
     with open_raster(path) as ds:
-        return RasterInfo(ds.height, ds.width, ds.count, ds.dtypes[0])
+        return RasterInfo(ds.height, ds.width, ds.count, ds.dtypes[0], has_colormap(ds))
+
+
+def has_colormap(ds: rasterio.io.DatasetReader) -> bool:
+    """Whether band 1 of an open raster carries a colour table."""
+    try:
+        return bool(ds.colormap(1))
+    except ValueError:  # rasterio: "NULL color table"
+        return False
 
 
 def read_window(
@@ -183,21 +198,26 @@ class FileSource:
 
     Args:
         location: The folder or the ``.zip`` file.
+        recursive: Folders only; False: only the files directly inside ``location`` count (the
+            files an archive extracted in place put into the data root).
 
     Raises:
         DataError: ``location`` is a file but not a valid zip archive.
 
     """
 
-    def __init__(self, location: Path) -> None:
+    def __init__(self, location: Path, recursive: bool = True) -> None:
         self.location = Path(location).resolve()
         self.is_zip = self.location.is_file()
+        self.recursive = recursive or self.is_zip
         if self.is_zip:
             try:
                 with zipfile.ZipFile(self.location) as zf:
                     names = [n for n in zf.namelist() if not n.endswith("/")]
             except (zipfile.BadZipFile, OSError) as err:
                 raise DataError(f"{self.location} is not a readable zip archive: {err}") from err
+        elif not self.recursive:
+            names = [p.name for p in self.location.iterdir() if p.is_file()]
         else:
             names = []
             for folder, _, files in os.walk(self.location, followlinks=True):
@@ -217,7 +237,8 @@ class FileSource:
         Args:
             pattern: Regular expression matched against the whole file name (not the folders);
                 its groups must be integers (e.g. the row and column of a Potsdam scene).
-            parent: When given, only files directly inside a folder of this name count.
+            parent: When given, only files directly inside a folder of this name count (a
+                non-recursive source is that folder itself, so the filter does not apply).
 
         Returns:
             Key -> openable path. Where several files share a key the shallowest one wins.
@@ -226,31 +247,41 @@ class FileSource:
         found: dict[tuple[int, ...], str] = {}
         for member in sorted(self.members, key=lambda m: (m.count("/"), m)):
             parts = member.split("/")
-            if parent is not None and (len(parts) < 2 or parts[-2] != parent):
+            if self.recursive and parent is not None and (len(parts) < 2 or parts[-2] != parent):
                 continue
             match = pattern.fullmatch(parts[-1])
             if match:
                 found.setdefault(tuple(int(g) for g in match.groups()), self.path_of(member))
         return found
 
+    def describe(self) -> str:
+        """How messages name the source: the zip, the folder, or the folder's own files."""
+        return str(self.location) + ("" if self.recursive else " (files directly inside)")
+
     def __repr__(self) -> str:
-        return f"FileSource({str(self.location)!r})"
+        return f"FileSource({str(self.location)!r}, recursive={self.recursive})"
 
 
-def find_sources(root: Path, name: str) -> list[FileSource]:
-    """Find the extracted folder ``root/name`` and/or the archive ``root/name.zip``.
+def find_sources(root: Path, name: str, in_place: str | None = None) -> list[FileSource]:
+    """Find the extracted folder ``root/name``, the in-place files and the archive ``root/name.zip``.
 
     Args:
         root: Data-set root.
         name: Product name without extension (e.g. ``4_Ortho_RGBIR``).
+        in_place: Where ``unzip name.zip`` run in the root puts the files, relative to the root
+            (``""``: the root itself, ``"top"``: ``root/top/``); only the files directly inside
+            count. None: the archive has no such place of its own (its files sit in a folder named
+            like the archive, which is ``root/name`` already).
 
     Returns:
-        The sources that exist (possibly none), the folder first.
+        The sources that exist (possibly none): the folder, the in-place folder, the zip.
 
     """
     out = []
     if (root / name).is_dir():
         out.append(FileSource(root / name))
+    if in_place is not None and (root / in_place).is_dir():
+        out.append(FileSource(root / in_place, recursive=False))
     if (root / f"{name}.zip").is_file():
         out.append(FileSource(root / f"{name}.zip"))
     return out
@@ -259,8 +290,29 @@ def find_sources(root: Path, name: str) -> list[FileSource]:
 def index_sources(
     sources: list[FileSource], pattern: re.Pattern, parent: str | None = None
 ) -> dict[tuple[int, ...], str]:
-    """Merge :meth:`FileSource.index` over sources; earlier sources win (folders over zips)."""
+    """Merge :meth:`FileSource.index` over sources.
+
+    Extracted files win over zip members (windowed reads into zips are slower); between zips the
+    earlier source wins. Two *extracted* copies of one file (e.g. an archive extracted both into
+    its own folder and in place into the root) are refused unless they are the same file.
+
+    Raises:
+        DuplicateSceneError: Two different extracted files match one key.
+
+    """
     merged: dict[tuple[int, ...], str] = {}
+    extracted: dict[tuple[int, ...], str] = {}
     for source in reversed(sources):
-        merged.update(source.index(pattern, parent))
+        found = source.index(pattern, parent)
+        if not source.is_zip:
+            for key, path in found.items():
+                other = extracted.get(key)
+                if other is not None and not os.path.samefile(other, path):
+                    raise DuplicateSceneError(
+                        f"{path} and {other} are two copies of one scene file (extracted both "
+                        f"into the archive's folder and in place?); delete or move one of them"
+                    )
+                extracted[key] = path
+        merged.update(found)
+    merged.update(extracted)
     return merged

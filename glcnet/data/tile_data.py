@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from glcnet.data.classes import IGNORE_INDEX
-from glcnet.data.errors import SubsetError
+from glcnet.data.errors import ClassMismatchError, SubsetError
 
 
 class TileData:
@@ -39,9 +39,12 @@ class TileData:
         sample_seed: When not None, the embedded sample data set is generated into ``root`` (if absent)
             from this seed before anything is read.
         sample_scene_size: Scene size of the generated sample data set.
-        dataset_kwargs: Extra keyword arguments for the data-set class (e.g. folder layout).
-        num_classes: Number of classes (checked against the data set when it is built).
-        class_names: Class names for reports (None: the data set's own).
+        dataset_kwargs: Extra keyword arguments for the data-set class (e.g. folder layout, mask
+            palette, ignore values, image nodata).
+        num_classes: Number of classes K, passed to the data set, which checks it against its
+            palette / fixed classes (the one source of truth of the model head and the metrics).
+        class_names: K class names, passed to the data set (None: the data set's own, or
+            generated ``class_0 ...``); after the first data set is built this holds its names.
     """
 
     def __init__(
@@ -128,15 +131,18 @@ class TileData:
             labeled=labeled,
             unknown_colors=self.unknown_colors,
             ignore_index=self.ignore_index,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
             **self.dataset_kwargs,
         )
         found = getattr(ds, "num_classes", self.num_classes)
-        if labeled and found != self.num_classes:
-            raise ValueError(
-                f"data.num_classes={self.num_classes} but the {split} data set has {found} classes"
+        if found != self.num_classes:  # a data-set class that does not check it itself
+            raise ClassMismatchError(
+                f"data.num_classes={self.num_classes} but the {split} data set has {found} "
+                f"classes; set data.num_classes={found}"
             )
         if self.class_names is None:
-            self.class_names = list(getattr(ds, "class_names", range(self.num_classes)))
+            self.class_names = [str(n) for n in getattr(ds, "class_names", range(found))]
         return ds
 
     def pretrain_dataset(self, labeled: bool = False) -> Dataset:

@@ -8,12 +8,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from glcnet.data.classes import BOUNDARY_COLOR, decode_palette
 from glcnet.inference import sliding_window_predict, write_prediction_geotiff
 from glcnet.metrics import ConfusionMatrix, format_metrics_table, segmentation_metrics
 from glcnet.models.segmenter import Segmenter
@@ -60,25 +58,6 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
     return model.eval()
 
 
-def read_scene_labels(
-    dataset, scene: str, eroded: bool, unknown: str, ignore_index: int
-) -> np.ndarray:
-    """Read the full label image of one scene as class indices (H, W)."""
-    path = dataset.label_path(scene, eroded=eroded)
-    with rasterio.open(path) as src:
-        if getattr(dataset, "palette", None) is None:
-            return src.read(1).astype(np.int64)
-        rgb = src.read([1, 2, 3])
-    return decode_palette(
-        rgb,
-        dataset.palette,
-        ignore_colors=[BOUNDARY_COLOR] if eroded else [],
-        unknown=unknown,
-        ignore_index=ignore_index,
-        source=path,
-    )
-
-
 def run_evaluate(cfg: DictConfig) -> dict:
     """Predict every scene of a split and compute the metrics from one confusion matrix.
 
@@ -112,9 +91,7 @@ def run_evaluate(cfg: DictConfig) -> dict:
             device=device,
         )
         pred = probs.argmax(0)
-        labels = read_scene_labels(
-            dataset, scene, cfg.eroded, data.unknown_colors, data.ignore_index
-        )
+        labels = dataset.read_labels(scene, eroded=cfg.eroded)  # the training tiles' reader
         confusion.update(pred, torch.from_numpy(labels))
         if cfg.write_predictions:
             pred_dir.mkdir(parents=True, exist_ok=True)
