@@ -1,5 +1,6 @@
 """Benchmarks (`make bench`): loss time/memory vs. a plain formulation, pretraining-step overhead,
-data pipeline vs. model throughput. Ratios are measured in one run; results go to bench_results/.
+data pipeline vs. model throughput, the views' colour ops (ours vs albumentations'). Ratios are
+measured in one run; results go to bench_results/.
 
 python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192]
 """
@@ -21,6 +22,7 @@ import torch
 from glcnet.bench.losses import bench_contrastive_losses
 from glcnet.bench.method_losses import bench_method_losses
 from glcnet.bench.pretrain_step import bench_pretrain_step
+from glcnet.bench.view_ops import bench_view_ops, format_view_ops
 
 
 def main() -> None:
@@ -75,12 +77,17 @@ def main() -> None:
         f"2B batch, {step['ssl_overhead_two_passes']:.3f} with two passes of B (concat_views=false)"
     )
     print(f"loader pairs/s / model pairs/s (must be > 1): {step['loader_vs_model']:.2f}")
+
+    print(f"\n(c) view colour ops, one core, {view} px views of 4 bands: ours vs albumentations'")
+    view_ops = bench_view_ops(size=view, tile_size=tile, calls=10 if args.quick else 50)
+    print(format_view_ops(view_ops))
     result = {
         "when": stamp,
         "device": args.device,
         "losses": loss_rows,
         "method_losses": method_rows,
         "pretrain_step": step,
+        "view_ops": view_ops,
     }
     (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {out / f'bench_{args.device}.json'}")

@@ -16,6 +16,33 @@ For 3-band IRRG tiles the three bands are treated as if they were RGB (false col
 standard colour augmentation does to such images.
 
 All randomness comes from a passed ``numpy.random.Generator``; nothing touches global RNG state.
+
+Why these colour ops and not albumentations' (``python -m glcnet.bench.view_ops``, also section (c)
+of ``make bench``; 224 px 4-band views, one core, albumentations 2.0.8 in its own (H, W, C) layout
+with the layout conversion not counted, RGB-only ops through
+:class:`glcnet.data.seg_augment.RGBOnly`). albumentations is slower for every op, so we keep ours:
+
+- Colour jitter, ``A.ColorJitter``: 0.07-0.08x our speed (four full passes with an HSV round trip
+  for the hue, against one composed affine map). Same law of the factors (uniform in
+  ``[max(0, 1 - v), 1 + v]``, hue uniform in ``[-h, h]``, random order), but other semantics: it
+  takes 1 or 3 bands only, so on RGBIR tiles brightness and contrast would leave the IR band as is,
+  where ours scales it too; contrast blends with one grey mean (ours: each band's own mean); the
+  hue shift is an exact HSV rotation (ours: the YIQ approximation, :func:`hue_matrix`); values are
+  clipped after every op (ours: once, see :func:`color_jitter`).
+- Grayscale, ``A.ToGray``: 0.2-0.3x. Same semantics (the same luma weights, equal to 6e-8; IR left
+  as is when wrapped in ``RGBOnly``, since ``A.ToGray`` refuses 4 bands). Even on a plain 3-band
+  input with no wrapper, one call (80-100 us, mostly per-call overhead) is no faster than our whole
+  op (about 75 us).
+- Gaussian blur, ``A.GaussianBlur``: 0.7x, before the (C, H, W) <-> (H, W, C) copies it would need
+  here (about as costly as the blur). For a given kernel side and sigma the output is identical
+  (same kernel formula, reflect-101 border), but the side's law differs: ``blur_limit=(3, 7)``
+  draws an integer in 3..7 and rounds even sides up, so 3, 5, 7 come with 1/5, 2/5, 2/5 (ours:
+  uniform over ``blur_kernels``, any set of sides); sigma is uniform in both.
+- Noise, ``A.GaussNoise(std_range=(s, s))``: 0.3-0.5x. Exact normal noise on every band, clipped to
+  [0, 1]; ours draws the normal quantised to 65536 values, tails cut at 4.3 sigma
+  (:func:`standard_normal`), about 5x faster to draw, on every band, clipped alike.
+
+The whole view pipeline with albumentations' four ops instead of ours makes 0.33-0.38x our pairs/s.
 """
 
 from __future__ import annotations

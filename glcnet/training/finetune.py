@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import RandomSampler, Subset
 
-from glcnet.data.seg_augment import AugmentedTiles
+from glcnet.data.seg_augment import AugmentedTiles, build_augment
 from glcnet.data.tile_data import load_subset, save_subset
 from glcnet.training.export import load_pretrained
 from glcnet.training.finetune_module import FinetuneModule
@@ -99,7 +99,7 @@ def run_finetune(cfg: DictConfig) -> dict:
         class_names=names,
         exclude_from_mean=list(cfg.exclude_from_mean),
     )
-    train_set = AugmentedTiles(train, instantiate(cfg.train_augment))
+    train_set = AugmentedTiles(train, build_augment(cfg.train_augment))
     loader = data.loader(train_set, train=True)
     per_epoch = cfg.samples_per_epoch
     if per_epoch and len(train_set) < per_epoch:
