@@ -223,3 +223,32 @@ def test_readme_example_runs_as_written(tiny_sample_root, tmp_path):
                 "_prob.tif": "probabilities=true" in command}  # fmt: skip
     for suffix, written in expected.items():
         assert (tmp_path / "pred" / f"{scene.stem}{suffix}").exists() == written, suffix
+
+
+def test_every_predict_key_is_documented_and_is_an_option():
+    from dataclasses import fields
+
+    from glcnet.prediction.run import PredictOptions
+
+    lines = (PROJECT_ROOT / "configs" / "predict.yaml").read_text().splitlines()
+    top = [
+        ln
+        for ln in lines
+        if re.match(r"^[a-z_]+:", ln) and not ln.startswith(("defaults", "hydra"))
+    ]
+    undocumented = [
+        ln.split(":")[0] for ln in top if "#" not in ln and not ln.startswith("task_name")
+    ]
+    assert undocumented == []
+    keys = {ln.split(":")[0] for ln in top}
+    run_keys = {
+        "task_name",
+        "checkpoint",
+        "input",
+        "output_dir",
+        "overwrite",
+        "device",
+        "bands",
+        "tile_size",
+    }
+    assert keys == {f.name for f in fields(PredictOptions)} | run_keys
