@@ -12,7 +12,7 @@ so the probabilities, and therefore the argmax, are bitwise identical.
 Memory: ``4 * (K + 1) * capacity * W`` bytes for the sums and weights, with
 ``capacity = T + stride * ceil((batch_size - 1) / windows_per_row)`` (a bit more than one tile
 row), plus one batch of windows. For 6 classes, T = 256, 50 % overlap and a 20,000 px wide scene
-that is about 0.2 GB whatever the scene's height, against 11 GB for a 20,000 x 20,000 scene held
+that is about 0.2 GB whatever the scene's height, against 10.7 GB for a 20,000 x 20,000 scene held
 whole.
 
 Windows whose pixels are all no data (see :mod:`glcnet.prediction.validity`) are not passed to
