@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,vector]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -105,7 +105,7 @@ def window_weight(tile_size: int, blend: str = "gaussian") -> Tensor:
     return torch.outer(g, g).float()
 
 
-def _reflect_pad(patch: Tensor, height: int, width: int) -> Tensor:
+def reflect_pad(patch: Tensor, height: int, width: int) -> Tensor:
     """Pad (C, h, w) at the bottom/right by reflection up to (C, height, width)."""
     while patch.shape[-2] < height or patch.shape[-1] < width:
         h, w = patch.shape[-2:]
@@ -189,7 +189,8 @@ def _check_bands(band_indexes: Sequence[int], count: int, what: str) -> list[int
     return idx
 
 
-def _resolve_stride(tile_size: int, overlap: float, stride: int | None) -> int:
+def resolve_stride(tile_size: int, overlap: float, stride: int | None) -> int:
+    """Distance between window starts: ``stride`` when given, else ``round(T * (1 - overlap))``."""
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
     if stride is not None:
@@ -204,14 +205,15 @@ def _resolve_stride(tile_size: int, overlap: float, stride: int | None) -> int:
     return max(1, int(round(tile_size * (1.0 - overlap))))
 
 
-def _model_device(model: Callable[[Tensor], Tensor]) -> torch.device:
+def model_device(model: Callable[[Tensor], Tensor]) -> torch.device:
+    """Device of the model's first parameter (the CPU for parameter-free callables)."""
     if isinstance(model, nn.Module):
         for p in model.parameters():
             return p.device
     return torch.device("cpu")
 
 
-def _probabilities(
+def window_probabilities(
     model: Callable[[Tensor], Tensor], x: Tensor, num_classes: int, tta_flip: bool
 ) -> Tensor:
     """Softmax probabilities (B, K, T, T) of a batch (B, C, T, T), flip-averaged when asked."""
@@ -289,9 +291,9 @@ def sliding_window_predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if scale is not None and not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    step = _resolve_stride(tile_size, overlap, stride)
+    step = resolve_stride(tile_size, overlap, stride)
     weight = window_weight(tile_size, blend)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     if isinstance(image, str | Path):
         source = _RasterSource(image, band_indexes, scale)
     else:
@@ -311,9 +313,9 @@ def sliding_window_predict(
             for start in range(0, len(windows), batch_size):
                 batch = windows[start : start + batch_size]
                 x = torch.stack(
-                    [_reflect_pad(source.read(*win), tile_size, tile_size) for win in batch]
+                    [reflect_pad(source.read(*win), tile_size, tile_size) for win in batch]
                 )
-                probs = _probabilities(model, x.to(device), num_classes, tta_flip).cpu()
+                probs = window_probabilities(model, x.to(device), num_classes, tta_flip).cpu()
                 for p, (r, c, h, w) in zip(probs, batch):
                     wt = weight[:h, :w]
                     acc[:, r : r + h, c : c + w] += p[:, :h, :w] * wt
@@ -410,9 +412,13 @@ def write_prediction_geotiff(
 
 __all__ = [
     "BLEND_MODES",
+    "model_device",
     "predict_labels",
+    "reflect_pad",
+    "resolve_stride",
     "sliding_window_predict",
     "sliding_windows",
+    "window_probabilities",
     "window_starts",
     "window_weight",
     "write_prediction_geotiff",

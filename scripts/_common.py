@@ -15,14 +15,16 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
     """Call ``run``; a problem with the user's input is printed as one clear line, exit status 2.
 
     Data errors (missing or corrupt files, wrong bands, off-palette labels), checkpoints that do not
-    fit, unavailable encoder weights, augmentations that would corrupt labels and a diverging loss
-    are the user's to fix, so they are reported without a stack trace (``GLCNET_TRACEBACK=1`` shows
-    it). Anything else is a bug and raises.
+    fit, unavailable encoder weights, augmentations that would corrupt labels, a diverging loss,
+    prediction settings that cannot work and a missing optional package are the user's to fix, so
+    they are reported without a stack trace (``GLCNET_TRACEBACK=1`` shows it). Anything else is a
+    bug and raises.
     """
     from glcnet.data.classes import UnknownColorError
     from glcnet.data.errors import DataError, MissingDataError, SubsetError
     from glcnet.data.seg_augment import AugmentConfigError
     from glcnet.models.segmenter import EncoderWeightsError
+    from glcnet.prediction.errors import MissingDependencyError, PredictOptionError
     from glcnet.protocol import ProtocolResumeError
     from glcnet.training.export import CheckpointMismatchError
     from glcnet.training.pretrain_module import NonFiniteLossError
@@ -37,6 +39,8 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
         CheckpointMismatchError,
         NonFiniteLossError,
         ProtocolResumeError,
+        PredictOptionError,
+        MissingDependencyError,
     )
     try:
         return run()

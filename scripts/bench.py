@@ -1,8 +1,8 @@
 """Benchmarks (`make bench`): loss time/memory vs. a plain formulation, pretraining-step overhead,
-data pipeline vs. model throughput, the views' colour ops (ours vs albumentations'). Ratios are
-measured in one run; results go to bench_results/.
+data pipeline vs. model throughput, the views' colour ops (ours vs albumentations'), streamed
+prediction memory vs. scene size. Ratios are measured in one run; results go to bench_results/.
 
-python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192]
+python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192] [--predict-size 12000]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from glcnet.bench.losses import bench_contrastive_losses
 from glcnet.bench.method_losses import bench_method_losses
+from glcnet.bench.predict_memory import bench_predict_memory
 from glcnet.bench.pretrain_step import bench_pretrain_step
 from glcnet.bench.view_ops import bench_view_ops, format_view_ops
 
@@ -33,9 +34,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "bench_results"))
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--batch", type=int, default=8, help="pairs per pretraining step")
+    parser.add_argument("--predict-size", type=int, default=12000, help="side of the (c) scene")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [256, 1024]
+        args.predict_size = 2000
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -81,6 +84,17 @@ def main() -> None:
     print(f"\n(c) view colour ops, one core, {view} px views of 4 bands: ours vs albumentations'")
     view_ops = bench_view_ops(size=view, tile_size=tile, calls=10 if args.quick else 50)
     print(format_view_ops(view_ops))
+    n = args.predict_size
+    print(f"\n(d) streamed prediction, 4-band uint8 scenes {n} px wide (trivial model, 1 thread)")
+    pred = [bench_predict_memory(size=n, height=h) for h in (n, n // 4)]
+    print(f"{'H x W':>13} {'scene MB':>9} {'accum. MB':>9} {'peak MB':>8} {'added MB':>8} "
+          f"{'added/scene':>11} {'added/accum.':>12} {'s':>5}")  # fmt: skip
+    for r in pred:
+        print(
+            f"{r['height']:>6} x {r['size']:<6} {r['scene_MB']:>9.0f} "
+            f"{r['whole_scene_accumulator_MB']:>9.0f} {r['peak_rss_MB']:>8.0f} {r['added_MB']:>8.0f} "
+            f"{r['added_vs_scene']:>11.2f} {r['added_vs_accumulator']:>12.3f} {r['seconds']:>5.0f}"
+        )
     result = {
         "when": stamp,
         "device": args.device,
@@ -88,6 +102,7 @@ def main() -> None:
         "method_losses": method_rows,
         "pretrain_step": step,
         "view_ops": view_ops,
+        "predict_memory": pred,
     }
     (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {out / f'bench_{args.device}.json'}")
