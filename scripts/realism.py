@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import report_input_errors
+from _common import report_data_errors
 
 from glcnet.data.realism import measure_realism, read_potsdam_scenes
 from glcnet.data.sample import SCENES, ensure_sample_dataset
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    report_input_errors(lambda: run(args))
+    report_data_errors(lambda: run(args))
 
 
 if __name__ == "__main__":
