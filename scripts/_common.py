@@ -39,7 +39,7 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
 
 
 def report_data_errors(run: Callable[[], Any]) -> Any:
-    """Like :func:`report_input_errors` for scripts that only read data (no model or training import)."""
+    """Like :func:`report_input_errors`, for scripts that only read data (no model imports)."""
     from glcnet.data.classes import UnknownColorError
     from glcnet.data.errors import DataError, MissingDataError
 

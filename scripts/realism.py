@@ -28,8 +28,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--root",
         type=Path,
         default=None,
-        help=f"data set in the Potsdam layout (default: the sample set, generated at {DEFAULT_ROOT} "
-        "from --sample-seed and --sample-size, or under <root> for another seed or size)",
+        help="data set in the Potsdam layout (default: the sample set of --sample-seed and "
+        f"--sample-size, generated when missing at {DEFAULT_ROOT}, or at "
+        "data/sample_seed<S>_<N>px for another seed or size)",
     )
     parser.add_argument("--sample-seed", type=int, default=0, help="sample set's seed (no --root)")
     parser.add_argument(

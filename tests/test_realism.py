@@ -88,7 +88,8 @@ def test_measure_on_hand_built_scenes():
 
 
 def test_absent_class_is_never_predicted_and_reported():
-    """A training scene without clutter has no clutter model: clutter pixels elsewhere are errors."""
+    """A training scene without clutter has no clutter model: its clutter pixels elsewhere are
+    errors."""
     rng = np.random.default_rng(2)
     full = hand_mask({IMP: 600, LOW_VEG: 400, TREE: 400, CLUTTER: 200})
     none = hand_mask({IMP: 800, LOW_VEG: 400, TREE: 400})

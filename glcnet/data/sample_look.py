@@ -6,7 +6,8 @@ scene. Two real Potsdam tiles hold impervious surfaces at mean (R, G, B, IR) (85
 (80-92, 80-100, 71-94, 113), so the near-infrared contrast between grass and trees is small. A
 :class:`SceneLook` is drawn once per scene and makes the sample set vary along the same axes:
 
-* season: green or dry grass (mixed in patches over each lawn), leafy or bare, autumn-coloured trees;
+* season: green or dry grass (mixed in patches over each lawn), leafy, autumn-coloured or bare
+  trees;
 * materials: dark new or pale old asphalt, grey or reddish paving;
 * sunlight: sun elevation (shadow length), how dark shadows are (the share of diffuse sky light) and
   their blue tint;
