@@ -1,5 +1,6 @@
-"""Colour-only realism of a data set in the Potsdam layout: does per-pixel colour transfer between
-scenes? (definitions: glcnet/data/realism.py)
+"""Colour-only realism of a data set in the Potsdam layout: does pixel colour transfer across scenes?
+
+Definitions: glcnet/data/realism.py.
 
 python scripts/realism.py                       # the sample set (seed 0, 512 px), first 10 scenes
 python scripts/realism.py --root data/potsdam --scenes 2_10 2_11 3_10  # real tiles
