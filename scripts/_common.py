@@ -42,6 +42,18 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
         PredictOptionError,
         MissingDependencyError,
     )
+    return _reported(run, user_errors)
+
+
+def report_data_errors(run: Callable[[], Any]) -> Any:
+    """Like :func:`report_input_errors`, for scripts that only read data (no model imports)."""
+    from glcnet.data.classes import UnknownColorError
+    from glcnet.data.errors import DataError, MissingDataError
+
+    return _reported(run, (DataError, MissingDataError, UnknownColorError))
+
+
+def _reported(run: Callable[[], Any], user_errors: tuple[type[Exception], ...]) -> Any:
     try:
         return run()
     except user_errors as err:

@@ -5,8 +5,12 @@ step reads the bank / queue the first one wrote) and saves the results; the test
 single-process runs on the concatenated batch:
 
 - embedding level: each method's loss function on float64 leaves (loss, gradient, codes, stores);
-- method level: each method on a tiny conv net wrapped in DistributedDataParallel (loss, parameter
-  gradients after DDP's averaging, every buffer afterwards).
+- method level: each method on a tiny conv net wrapped in DistributedDataParallel, with an SGD step
+  after each of the two steps (loss, parameter gradients after DDP's averaging, parameters after the
+  steps, every buffer afterwards). GLCNet runs on a net with batch norm: plain DDP on CPU normalises
+  with each rank's own batch statistics (SyncBatchNorm needs GPUs), so its single-process reference
+  feeds the net each rank's share of the batch separately (:class:`BatchNormSegmenter`); the
+  per-rank running statistics are not compared.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from gloo import run_ranks
 from test_methods import TinySegmenter
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from glcnet.losses.distributed import all_gather_cat
 from glcnet.losses.memory import MemoryBank, Queue
 from glcnet.losses.swav import SwAVLoss, sinkhorn_knopp
+from glcnet.methods.glcnet import GLCNet
 from glcnet.methods.moco import MoCo, MoCoSupCon, moco_loss, moco_supcon_loss
 from glcnet.methods.npid import NPID, estimate_log_z, npid_nce_loss, npid_softmax_loss
 from glcnet.methods.simclr import SimCLR
 from glcnet.methods.supcon import SupCon
 from glcnet.methods.swav import SwAV
+from glcnet.models.segmenter import SegmenterFeatures
 
 WORLD = 2
 SPLIT = (3, 2)  # samples per rank: unequal on purpose
@@ -37,7 +44,9 @@ N = sum(SPLIT)
 S = 16  # view side for the tiny net
 TIMEOUT_S = 120
 STEPS = 2
+LR = 0.02  # SGD step after each step
 
+GLCNET_HEADS = {"global_head_dims": (8, 4), "local_head_dims": (8, 4)}
 METHODS = {  # name -> constructor of a method around a fresh tiny net
     "simclr": lambda m: SimCLR(m, head_dims=(8, 4)),
     "supcon": lambda m: SupCon(m, head_dims=(8, 4), label_mode="multilabel"),
@@ -49,7 +58,70 @@ METHODS = {  # name -> constructor of a method around a fresh tiny net
     "moco_supcon": lambda m: MoCoSupCon(m, head_dims=(8, 4), queue_size=6, symmetric=True),
     "swav": lambda m: SwAV(m, head_dims=(8, 4), num_prototypes=3, queue_length=5),
     "swav_frozen": lambda m: SwAV(m, head_dims=(8, 4), num_prototypes=3, freeze_prototypes_steps=1),
+    "glcnet": lambda m: GLCNet(m, **GLCNET_HEADS, temperature=0.3, lambda_=0.3, local_chunk_size=4),
+    "glcnet_two_passes": lambda m: GLCNet(
+        m, "mean", **GLCNET_HEADS, lambda_=0.7, positive_in_denominator=False, concat_views=False
+    ),
 }
+BATCH_NORM = ("glcnet", "glcnet_two_passes")  # methods run on BatchNormSegmenter
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class BatchNormSegmenter(nn.Module):
+    """A tiny net with batch norm after each convolution (encoder, ASPP stand-in, decoder).
+
+    Args:
+        rank_split: None: one batch, as on each DDP rank. A tuple of per-rank sample counts: the
+            single-process reference of plain DDP, which runs each rank's share of the batch (of
+            each view, for a batch of both views) through the net on its own, so batch norm sees
+            the same statistics as on that rank; the outputs are put back in batch order.
+    """
+
+    decoder_channels = 8
+    num_classes = 6
+
+    def __init__(self, rank_split: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+
+        def block(c_in: int, stride: int, kernel: int = 3) -> nn.Sequential:
+            conv = nn.Conv2d(c_in, 8, kernel, stride=stride, padding=kernel // 2, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(8), nn.ReLU())
+
+        self.encoder, self.aspp, self.fuse = block(4, 2), block(8, 2), block(8, 1, 1)
+        self.rank_split = rank_split
+
+    def _features(self, x: torch.Tensor, with_decoder: bool) -> SegmenterFeatures:
+        low = self.encoder(x)  # (B, 8, S/2, S/2)
+        aspp = self.aspp(low)  # (B, 8, S/4, S/4)
+        if not with_decoder:
+            return SegmenterFeatures(aspp=aspp, decoder=None)
+        up = F.interpolate(aspp, size=low.shape[-2:], mode="nearest")
+        return SegmenterFeatures(aspp=aspp, decoder=self.fuse(low + up))
+
+    def features(self, x: torch.Tensor, with_decoder: bool = True) -> SegmenterFeatures:
+        if self.rank_split is None:
+            return self._features(x, with_decoder)
+        n = sum(self.rank_split)
+        views = x.shape[0] // n  # 2 for a batch of both views, else 1
+        starts = [sum(self.rank_split[:r]) for r in range(len(self.rank_split))]
+        order = torch.cat(
+            [
+                torch.arange(start, start + count) + v * n
+                for start, count in zip(starts, self.rank_split)
+                for v in range(views)
+            ]
+        )
+        parts, at = [], 0
+        for count in self.rank_split:
+            parts.append(self._features(x[order[at : at + views * count]], with_decoder))
+            at += views * count
+        back = torch.argsort(order)
+        aspp = torch.cat([p.aspp for p in parts])[back]
+        decoder = torch.cat([p.decoder for p in parts])[back] if with_decoder else None
+        return SegmenterFeatures(aspp=aspp, decoder=decoder)
+
+    def decoder_output_layers(self) -> list[nn.Module]:
+        return [self.fuse]
 
 
 def _slice(rank: int) -> slice:
@@ -78,13 +150,18 @@ def _batch(step: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _run_method(name: str, batches, wrap=None) -> dict[str, object]:
+def _run_method(name: str, batches, wrap=None, rank_split=None) -> dict[str, object]:
+    """Two training steps (SGD after each); ``rank_split``: the reference of plain DDP's per-rank
+    batch norm (see :class:`BatchNormSegmenter`)."""
     torch.manual_seed(0)
-    method = METHODS[name](TinySegmenter())
+    net = BatchNormSegmenter(rank_split) if name in BATCH_NORM else TinySegmenter()
+    method = METHODS[name](net)
     model = method if wrap is None else wrap(method)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=LR)
     res: dict[str, list] = {"loss": [], "grads": []}
+    res["initial"] = {k: p.detach().clone() for k, p in method.named_parameters()}
     for step, batch in enumerate(batches):
-        method.zero_grad()
+        optimizer.zero_grad()
         torch.manual_seed(100 + step)  # NCE noise
         loss = model(batch)["loss"]
         loss.backward()
@@ -93,7 +170,9 @@ def _run_method(name: str, batches, wrap=None) -> dict[str, object]:
         res["grads"].append(
             {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}
         )
+        optimizer.step()
         method.on_train_step_end()
+    res["params"] = {k: p.detach().clone() for k, p in method.named_parameters()}
     res["buffers"] = {k: v.clone() for k, v in method.named_buffers()}
     return res
 
@@ -230,7 +309,7 @@ def test_bank_and_queue_identical_on_all_ranks(ranks, single):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_methods_under_ddp_equal_single_process(ranks, name):
-    want = _run_method(name, [_batch(step) for step in range(STEPS)])
+    want = _run_method(name, [_batch(step) for step in range(STEPS)], rank_split=SPLIT)
     for step in range(STEPS):
         mean = sum(r["methods"][name]["loss"][step] for r in ranks) / WORLD
         assert mean.item() == pytest.approx(want["loss"][step].item(), rel=1e-5), step
@@ -239,10 +318,18 @@ def test_methods_under_ddp_equal_single_process(ranks, name):
             assert grads.keys() == want["grads"][step].keys()
             for key, g in grads.items():
                 assert torch.allclose(g, want["grads"][step][key], rtol=1e-4, atol=1e-6), key
+    moved = [k for k, p in want["params"].items() if not torch.equal(p, want["initial"][k])]
+    assert "model.encoder.0.weight" in moved or "model.encoder.weight" in moved  # a step was taken
     for res in ranks:
+        params = res["methods"][name]["params"]
+        assert params.keys() == want["params"].keys()
+        for key, p in params.items():
+            assert torch.allclose(p, want["params"][key], rtol=1e-5, atol=1e-6), key
         buffers = res["methods"][name]["buffers"]
         assert buffers.keys() == want["buffers"].keys()
         for key, b in buffers.items():
+            if name in BATCH_NORM and key.rsplit(".", 1)[-1] in BN_STATS:
+                continue  # plain DDP keeps per-rank batch-norm statistics
             if b.is_floating_point():
                 assert torch.allclose(b, want["buffers"][key], atol=1e-5, equal_nan=True), key
             else:

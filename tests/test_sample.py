@@ -205,7 +205,9 @@ def test_class_fractions_plausible(scenes, full_root):
     assert split == {**dict.fromkeys(TRAIN, "train"), **dict.fromkeys(TEST, "test")}
 
 
-def test_infrared_and_ndvi_separate_vegetation(scenes):
+def test_infrared_and_ndvi_separate_vegetation_with_small_tree_grass_contrast(scenes):
+    """As in real Potsdam tiles: vegetation has the higher NDVI, but trees are barely brighter in
+    IR than low vegetation (real: about 113 against 88-110)."""
     ir_sum, n = np.zeros(6), np.zeros(6)
     ndvi_sum = np.zeros(6)
     for img, mask, _ in scenes.values():
@@ -218,8 +220,25 @@ def test_infrared_and_ndvi_separate_vegetation(scenes):
             n[c] += sel.sum()
     ir_mean, ndvi_mean = ir_sum / n, ndvi_sum / n
     assert ir_mean[TREE] > ir_mean[LOW_VEG] > max(ir_mean[IMP], ir_mean[BUILDING])
-    assert min(ndvi_mean[[LOW_VEG, TREE]]) > 0.15
-    assert max(ndvi_mean[[IMP, BUILDING, CAR, CLUTTER]]) < 0.05
+    assert ir_mean[TREE] < 1.1 * ir_mean[LOW_VEG]  # small IR contrast (version 1: 1.15)
+    assert min(ndvi_mean[[LOW_VEG, TREE]]) > 0.1
+    assert max(ndvi_mean[[IMP, BUILDING, CAR, CLUTTER]]) < 0.0
+
+
+def test_scenes_differ_in_light_and_trees_look_like_grass(scenes):
+    """Each scene has its own exposure and gains, so impervious surfaces are dark in some scenes
+    and bright in others (real tiles: mean 96 in one, 192 in another; version 1: ratio 1.42). Trees
+    are about as bright as low vegetation in the visible bands (real: slightly brighter; version 1:
+    0.57 times)."""
+    brightness, sums, counts = [], np.zeros(6), np.zeros(6)
+    for img, mask, _ in scenes.values():
+        visible, labels = img[:3].reshape(3, -1).astype(float).mean(0), mask.ravel()
+        brightness.append(visible[labels == IMP].mean())
+        sums += np.bincount(labels, weights=visible, minlength=6)
+        counts += np.bincount(labels, minlength=6)
+    assert max(brightness) > 1.8 * min(brightness)
+    mean = sums / counts
+    assert mean[TREE] > 0.8 * mean[LOW_VEG]
 
 
 def test_colour_alone_is_not_enough(scenes):

@@ -11,7 +11,11 @@ All 38 official scene ids are written (24 train, 14 test), ``scene_size`` px squ
 deflate-compressed GeoTIFFs in EPSG:32633 with 5 cm pixels. Each scene is a small town: a (possibly
 rotated) road grid with sidewalks, lane marks and parked cars; blocks of houses with gardens,
 large buildings with parking lots, parks, and yards full of clutter; tree canopies, shadows, sensor
-noise, blur and illumination changes. Scene ``r_c`` is drawn from ``default_rng([seed, r, c])``, so
+noise, blur and illumination changes. Each scene has its own look
+(:class:`glcnet.data.sample_look.SceneLook`): season (green or dry grass, leafy or bare trees),
+dark or pale asphalt, sun elevation and shadow depth, exposure, band gains and haze, so that colour
+alone transfers between scenes about as poorly as between real Potsdam tiles
+(``scripts/realism.py`` measures it). Scene ``r_c`` is drawn from ``default_rng([seed, r, c])``, so
 any subset of scenes is generated identically.
 
 Example:
@@ -41,9 +45,10 @@ from rasterio.transform import Affine
 
 from glcnet.data.classes import BOUNDARY_COLOR, ISPRS_CLASSES, encode_palette
 from glcnet.data.isprs import POTSDAM_TEST_SCENES, POTSDAM_TRAIN_SCENES
+from glcnet.data.sample_look import GRASS_GREEN, SceneLook
 
 #: Version of the generated content; bump it whenever the output of a seed changes.
-SAMPLE_VERSION: int = 1
+SAMPLE_VERSION: int = 2
 SCENES: tuple[str, ...] = POTSDAM_TRAIN_SCENES + POTSDAM_TEST_SCENES
 MANIFEST, GENERATOR, BANDS = "sample_manifest.json", "glcnet.data.sample", ("R", "G", "B", "IR")
 PRODUCTS = MappingProxyType(
@@ -56,13 +61,13 @@ PRODUCTS = MappingProxyType(
 CRS_EPSG, PIXEL_M, ORIGIN = 32633, 0.05, (366000.0, 5808000.0)
 ERODE_RADIUS = 3
 
-# Base colours (R, G, B, IR): vegetation is bright in IR (trees brightest), the rest dark to medium.
+# Base colours (R, G, B, IR) at exposure 1. Grass, trees, asphalt and paving come from the scene's
+# look (glcnet/data/sample_look.py): season and materials change from scene to scene.
 # fmt: off
-GRASS, HEDGE, TREE = (95, 122, 72, 160), (62, 96, 52, 150), (58, 84, 52, 232)
-ASPHALT, PAVING, CONCRETE = (94, 96, 100, 82), (150, 148, 142, 132), (132, 130, 124, 118)
+HEDGE, CONCRETE = (62, 84, 54, 134), (132, 130, 124, 118)
 MARK, POOL = (220, 220, 214, 196), (90, 170, 200, 40)
 ROOFS = ((168, 88, 72, 118), (128, 84, 66, 96),  # red and brown tiles: striped gable roofs
-         (128, 128, 132, 108), (66, 66, 74, 56), (202, 198, 190, 172))  # grey, dark, light
+         (136, 134, 130, 120), (66, 66, 74, 56), (196, 194, 188, 170))  # grey, dark, light
 CARS = ((212, 212, 210, 190), (38, 38, 42, 36), (150, 152, 156, 138), (165, 35, 32, 92),
         (40, 62, 135, 58), (82, 82, 88, 72), (95, 130, 160, 120))
 PATCHES = ((132, 106, 80, 124), (42, 74, 80, 16),  # clutter patches: soil, water,
@@ -113,9 +118,9 @@ class _Painter:
     rotated in the image. Each object has a class, a base colour and texture parameters.
     """
 
-    def __init__(self, rng: np.random.Generator, size: int, angle: float) -> None:
+    def __init__(self, rng: np.random.Generator, size: int, angle: float, look: SceneLook) -> None:
         c, s = math.cos(angle), math.sin(angle)
-        self.rng, self.size, self.extent = rng, size, size * (abs(c) + abs(s))
+        self.rng, self.look, self.size, self.extent = rng, look, size, size * (abs(c) + abs(s))
         self.rot = np.array([[c, -s], [s, c]])  # pixel = rot @ (u, v) + shift
         self.shift = size / 2 - self.rot @ np.full(2, self.extent / 2)
         self.obj = np.zeros((size, size), np.int32)
@@ -127,7 +132,7 @@ class _Painter:
         self.roofs = rng.dirichlet([2.0, 1.0, 1.5, 1.2, 1.5])  # the scene's roof palette
         self.trees, self.parked = rng.uniform(0.9, 2.0), rng.uniform(0.05, 0.25)
         self.street_trees = rng.uniform(0.2, 0.7)
-        self.paving, self.asphalt = self.new(0, PAVING, 5.0), self.new(0, ASPHALT, 4.0, 0.08)
+        self.paving, self.asphalt = self.new(0, look.paving, 5.0), self.new(0, look.asphalt, 4.0)
         self.mark = self.new(0, MARK, 2.0, 0.04, 3.0)
 
     def new(self, cls, color, tex=3.0, rel=0.07, ab=5.0, stripe=0.0, axis=0.0) -> int:
@@ -156,7 +161,7 @@ class _Painter:
         self.poly([centre + np.stack([rad * np.cos(t), rad * np.sin(t)], 1)], oid)
 
     def tree(self, centre, r) -> None:
-        self.blob(centre, r, self.new(3, TREE, 5.0, 0.1, 6.0), 0.18)
+        self.blob(centre, r, self.new(3, self.look.tree(self.rng), 5.0, 0.1, 6.0), 0.18)
 
     def car(self, centre, ang) -> None:
         """A car (~8x16 px) with dark windshield and rear window, facing either way."""
@@ -220,7 +225,7 @@ def _lot(p: _Painter, lot: _Frame) -> None:
     h0, back = (A - w) / 2, B - sb - d
     if rng.random() < 0.6:  # driveway, sometimes with a car on it
         x = h0 - 9 if rng.random() < 0.5 else h0 + w + 1
-        p.poly([lot.rect(x, -1, x + 8, sb + 0.7 * d)], p.new(0, PAVING, 4.0))
+        p.poly([lot.rect(x, -1, x + 8, sb + 0.7 * d)], p.new(0, p.look.paving, 4.0))
         if rng.random() < 0.25:
             p.car(lot.pt(x + 4, sb + 8), lot.ang + HALF_PI)
     ww = w * rng.uniform(0.35, 0.5)
@@ -255,7 +260,7 @@ def _parking(p: _Painter, lot: _Frame) -> None:
     """An asphalt parking lot with rows of marked slots, partly occupied."""
     if lot.A < 24 or lot.B < 20:
         return
-    p.poly([lot.rect(0, 0, lot.A, lot.B)], p.new(0, ASPHALT, 4.0, 0.05))
+    p.poly([lot.rect(0, 0, lot.A, lot.B)], p.new(0, p.look.lot_asphalt(p.rng), 4.0, 0.05))
     marks, occ = p.new(0, MARK, 2.0, 0.04, 3.0), p.rng.uniform(0.2, 0.6)
     for b in np.arange(2, lot.B - 17, 32):
         slots = np.arange(4, lot.A - 14, 11.0)
@@ -275,9 +280,9 @@ def _large(p: _Painter, fr: _Frame) -> None:
     wing = (w0, w0 + wa, fr.B - m) if 0.3 <= shape < 0.6 else None
     _roof(p, fr, (m, m, fr.A - m, m + bd), wing, flat=shape < 0.3 or rng.random() < 0.6)
     if shape < 0.3:  # courtyard
-        r = rng.uniform(18, 28)
+        r = min(rng.uniform(18, 28), (min(fr.A - 2 * m, bd) - 8) / 2)  # the yard is >= 8 px wide
         yard = fr.sub(m + r, m + r, fr.A - m - r, m + bd - r)
-        p.poly([yard.rect(0, 0, yard.A, yard.B)], p.new(2, GRASS, 4.0))
+        p.poly([yard.rect(0, 0, yard.A, yard.B)], p.new(2, GRASS_GREEN, 4.0))
         for _ in range(rng.poisson(2 * p.trees)):
             p.tree(yard.anywhere(rng), rng.uniform(6, 11))
     else:
@@ -292,7 +297,7 @@ def _park(p: _Painter, fr: _Frame) -> None:
     rng = p.rng
     q0, q1 = fr.pt(0, rng.uniform(0, fr.B)), fr.pt(fr.A, rng.uniform(0, fr.B))
     ang = math.atan2(*(q1 - q0)[::-1])
-    p.quad((q0 + q1) / 2, np.hypot(*(q1 - q0)), rng.uniform(5, 7), ang, p.new(0, PAVING, 5.0))
+    p.quad((q0 + q1) / 2, np.hypot(*(q1 - q0)), rng.uniform(5, 7), ang, p.new(0, p.look.paving))
     if rng.random() < 0.35:  # pond
         where = fr.sub(fr.A / 4, fr.B / 4, fr.A * 0.75, fr.B * 0.75).anywhere(rng)
         p.blob(where, rng.uniform(10, 20), p.new(5, PATCHES[1], 3.0, 0.1, 5.0), 0.3)
@@ -352,7 +357,7 @@ def _lines(rng, extent: float, spacing: float) -> np.ndarray:
 def _layout(p: _Painter) -> None:
     """A town: a road grid (some crossings dropped) and blocks of several kinds, on a lawn."""
     rng, L = p.rng, p.extent
-    p.poly([[(0, 0), (L, 0), (L, L), (0, L)]], p.new(2, GRASS, 4.0, 0.08, 6.0))
+    p.poly([[(0, 0), (L, 0), (L, L), (0, L)]], p.new(2, GRASS_GREEN, 4.0, 0.04, 3.0))
     spacing = rng.uniform(150, 220)
     hr, vr = _lines(rng, L, spacing), _lines(rng, L, spacing)
     keep = rng.random((len(hr) - 1, len(vr))) < 0.8
@@ -420,7 +425,8 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     """
     size = _check_int("size", size, 16)
     angle = rng.choice([0.0, HALF_PI]) if rng.random() < 0.45 else rng.uniform(0, math.pi)
-    p = _Painter(rng, size, float(angle))
+    look = SceneLook.draw(rng)
+    p = _Painter(rng, size, float(angle), look)
     _layout(p)
     attrs, obj = np.asarray(p.attrs, np.float32), p.obj
     mask = attrs[:, 0].astype(np.int64)[obj]
@@ -431,16 +437,18 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     phi = attrs[:, 7][obj]
     pct = attrs[:, 5][obj] * _noise(rng, size, 0.7)
     pct += attrs[:, 6][obj] * np.sin(2.0 * (u * np.cos(phi) + v * np.sin(phi)))
-    lawn = np.where(mask == 2, 7 * _smooth(rng, size, 10), 0)
+    lawn = np.where(mask == 2, 14 * _smooth(rng, size, 10), 0)
     pct += np.where(tree, 24 * _noise(rng, size, 1.4), lawn)
     crown = cv2.distanceTransform((tree & ~edge).astype(np.uint8), cv2.DIST_L2, 3)  # crown shading
-    factor = (1 + pct / 100) * p.shade * np.where(tree, 0.6 + 0.4 * np.clip(crown / 6, 0, 1), 1)
+    factor = (1 + pct / 100) * p.shade * np.where(tree, 0.75 + 0.3 * np.clip(crown / 5, 0, 1), 1)
     factor *= np.where(edge & building, 0.8, 1) * np.where(edge & (mask == 4), 0.7, 1)
     img = attrs[:, 1:5][obj] * factor[..., None]
-    shadow = _shadow(building, p.sun, rng.uniform(6, 11)) | (_shadow(tree, p.sun, 5) & ~tree)
-    img[shadow & ~building] *= np.array([0.5, 0.52, 0.56, 0.62], np.float32)
-    gain = rng.uniform(0.88, 1.12) * (1 + rng.normal(0, 0.03, 4))  # exposure and colour balance
-    img *= ((1 + 0.07 * _smooth(rng, size, 90))[..., None] * gain).astype(np.float32)
+    dry = look.dryness(_smooth(rng, size, 40))  # green and dry patches, the season on average
+    img *= look.grass_factor(np.where(mask == 2, dry, np.float32(0)))
+    length = look.shadow_length * rng.uniform(0.8, 1.2)
+    shadow = _shadow(building, p.sun, length) | (_shadow(tree, p.sun, 0.6 * length) & ~tree)
+    img[shadow & ~building] *= look.shadow
+    img = look.expose(img, (1 + 0.07 * _smooth(rng, size, 90)).astype(np.float32))
     img = cv2.GaussianBlur(img, (0, 0), 0.7)
     img += 2.5 * rng.standard_normal(img.shape, dtype=np.float32)  # sensor noise
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1)
