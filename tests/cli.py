@@ -86,15 +86,15 @@ def run_many(script: str, arg_lists: list[list[str]], cwd: Path, timeout: float 
     Returns:
         Per command line: ``{"code", "stderr", "stdout"}``.
     """
+    return run_commands([(script, args) for args in arg_lists], cwd, timeout)
+
+
+def run_commands(commands: list[tuple[str, list[str]]], cwd: Path, timeout: float = 900) -> list:
+    """Run ``(script, arguments)`` command lines one after the other in one process."""
     import json
 
     res = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("run_many.py")),
-            script,
-            json.dumps(arg_lists),
-        ],
+        [sys.executable, str(Path(__file__).with_name("run_many.py")), json.dumps(commands)],
         cwd=cwd,
         capture_output=True,
         text=True,

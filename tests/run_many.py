@@ -1,6 +1,6 @@
-"""Run one entry script with several command lines in one process (saves the import time).
+"""Run entry scripts with several command lines in one process (saves the import time).
 
-Usage: python tests/run_many.py <script.py> <json list of argument lists>
+Usage: python tests/run_many.py <json list of [script.py, [arguments...]]>
 
 Each command line goes through the script's real ``__main__`` (Hydra's argument parsing, the run,
 the error reporting and ``sys.exit``), exactly as ``python scripts/<script> args...`` does. Prints
@@ -22,11 +22,11 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def main() -> None:
-    script, arg_lists = sys.argv[1], json.loads(sys.argv[2])
+    commands = json.loads(sys.argv[1])
     sys.path.insert(0, str(SCRIPTS))
     results = []
     real_stdout = sys.stdout
-    for args in arg_lists:
+    for script, args in commands:
         out, err = io.StringIO(), io.StringIO()
         sys.argv = [str(SCRIPTS / script), *args]
         code = 0

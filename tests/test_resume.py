@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from cli import error_line, run_script, start_script, tiny_args, wait_for
+from cli import error_line, run_many, run_script, start_script, tiny_args, wait_for
 from conftest import compose_config
 
 from glcnet.training.checkpoints import load_torch_file
@@ -80,7 +80,15 @@ def kill_after_first_checkpoint(script: str, args: list[str], run_dir, tmp_path)
 
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [("glcnet", []), ("moco", ["method=moco", "method.queue_size=16"])],
+    [
+        ("glcnet", []),
+        ("moco", ["method=moco", "method.queue_size=16"]),
+        pytest.param(
+            "npid",
+            ["method=npid", "method.loss=nce", "method.nce_negatives=16"],
+            marks=pytest.mark.slow,
+        ),
+    ],
 )
 def test_pretraining_killed_and_resumed_equals_uninterrupted(
     tiny_sample_root, tmp_path, method, extra
@@ -177,22 +185,19 @@ def _limit_file_size() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics")
 def test_full_disk_at_save_is_one_line_and_keeps_the_earlier_checkpoint(tiny_sample_root, tmp_path):
-    args = [
-        *tiny_args(tiny_sample_root),
-        *SMALL_VIEWS,
-        "data.batch_size=2",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    first = run_script("pretrain.py", *args, "trainer.max_steps=2", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    args = [*tiny_args(tiny_sample_root), *SMALL_VIEWS, "data.batch_size=2"]
+    run = tmp_path / "run"
+    run_pretrain(compose("pretrain", [*args, "trainer.max_steps=2"], run))
+    last = run / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     # the continued run cannot write files larger than 4 MiB: every checkpoint write fails
     res = run_script(
         "pretrain.py",
         *args,
         "trainer.max_steps=4",
+        "checkpoint_every_n_steps=3",
         "ckpt_path=last",
+        f"hydra.run.dir={run}",
         cwd=tmp_path,
         preexec_fn=_limit_file_size,
     )
@@ -200,15 +205,17 @@ def test_full_disk_at_save_is_one_line_and_keeps_the_earlier_checkpoint(tiny_sam
     line = error_line(res)
     assert line.startswith(f"error: cannot write {last}: File too large; earlier files"), line
     assert last.read_bytes() == before  # the earlier checkpoint is intact
-    assert state_of(tmp_path / "run")["global_step"] == 2
+    assert state_of(run)["global_step"] == 2
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no temporary left
 
 
 def test_unwritable_output_folder_fails_before_any_work(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the run folder should go")
-    for where in (f"paths.output_dir={blocker}/run", f"hydra.run.dir={blocker}/run"):
-        res = run_script("pretrain.py", "data.root=/nonexistent/data", where, cwd=tmp_path)
-        assert res.returncode == 2, res.stderr[-3000:]
-        line = error_line(res)  # the folder is checked first: no data error
+    wheres = [f"paths.output_dir={blocker}/run", f"hydra.run.dir={blocker}/run"]
+    runs = [["data.root=/nonexistent/data", where] for where in wheres]
+    for res in run_many("pretrain.py", runs, cwd=tmp_path):
+        assert res["code"] == 2, res["stderr"][-3000:]
+        line = res["stderr"].strip().splitlines()[-1]  # the folder is checked first: no data error
         assert line.startswith(f"error: cannot write to the run folder {blocker}/run"), line
+        assert "Traceback" not in res["stderr"]
