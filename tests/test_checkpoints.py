@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from cli import error_line, run_script, tiny_args
+from cli import run_commands, tiny_args
 
 from glcnet.models.segmenter import Segmenter
 from glcnet.training.checkpoints import (
@@ -55,25 +55,22 @@ def test_unsafe_pickle_is_refused_without_running(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    ("script", "arg"),
-    [("finetune.py", "pretrained"), ("evaluate.py", "checkpoint"), ("pretrain.py", "ckpt_path")],
-)
-def test_cli_refuses_a_malicious_checkpoint_in_one_line(tiny_sample_root, tmp_path, script, arg):
+def test_cli_refuses_a_malicious_checkpoint_in_one_line(tiny_sample_root, tmp_path):
+    """As pretrained= (fine-tuning), checkpoint= (evaluation) and ckpt_path= (resume)."""
     evil, marker = tmp_path / "shared_weights.pt", tmp_path / "ran"
     malicious_file(evil, marker)
-    res = run_script(
-        script,
-        *tiny_args(tiny_sample_root, train=script != "evaluate.py"),
-        "augment.size=64" if script == "pretrain.py" else "seed=0",
-        f"{arg}={evil}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        cwd=tmp_path,
-    )
-    assert res.returncode == 2, res.stderr[-3000:]
-    line = error_line(res)
-    assert line.startswith(f"error: {evil}: refused to load"), line
-    assert "posix.system" in line
+    commands = [
+        ("finetune.py", [*tiny_args(tiny_sample_root), f"pretrained={evil}"]),
+        ("evaluate.py", [*tiny_args(tiny_sample_root, train=False), f"checkpoint={evil}"]),
+        ("pretrain.py", [*tiny_args(tiny_sample_root), "augment.size=64", f"ckpt_path={evil}"]),
+    ]
+    commands = [(s, [*a, f"hydra.run.dir={tmp_path / s}"]) for s, a in commands]
+    for (script, _), res in zip(commands, run_commands(commands, cwd=tmp_path)):
+        assert res["code"] == 2, (script, res["stderr"][-3000:])
+        assert "Traceback" not in res["stderr"]
+        line = res["stderr"].strip().splitlines()[-1]
+        assert line.startswith(f"error: {evil}: refused to load"), line
+        assert "posix.system" in line
     assert not marker.exists()
 
 

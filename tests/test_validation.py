@@ -109,3 +109,31 @@ def test_default_configs_pass_validation(tmp_path):
         validate_config(
             compose_config("finetune", ["loss=bce", "data.tile_size=72"]), "finetune"
         )  # every problem, in one line
+
+
+def test_error_messages_are_unwrapped_to_one_line():
+    from hydra.errors import InstantiationException
+
+    from glcnet.data.errors import CorruptRasterError
+    from glcnet.utils.reporting import input_error_message
+
+    worker = (
+        "Caught {0} in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+        '  File "/site/glcnet/data/{1}", line 9, in read\n    raise {0}(msg)\n'
+        "glcnet.data.errors.{0}: {2}"
+    )
+    text = worker.format("CorruptRasterError", "raster.py", "cannot read window of a.tif")
+    assert input_error_message(CorruptRasterError(text)) == "cannot read window of a.tif"
+    text = worker.format("ValueError", "folder.py", "bands must be 1-based band indexes")
+    assert input_error_message(ValueError(text)) == "bands must be 1-based band indexes"
+    assert input_error_message(ValueError("a bug elsewhere")) is None  # keeps its traceback
+    try:
+        try:
+            raise ValueError("temperature must be positive")
+        except ValueError as cause:
+            raise InstantiationException(
+                "Error in call to target 'glcnet.methods.GLCNet':\nValueError(...)\n"
+                "full_key: method"
+            ) from cause
+    except InstantiationException as err:
+        assert input_error_message(err) == "method: temperature must be positive"

@@ -154,22 +154,27 @@ class ResumeDataOrder(L.Callback):
             "batches": int(batches),
             "seed": self.sampler.seed,
             "total": self.sampler.total,
+            "batch_size": self.batch_size,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue the saved epoch after its consumed batches."""
         if not state_dict:
             return
-        if (
-            state_dict.get("seed") != self.sampler.seed
-            or state_dict.get("total") != self.sampler.total
-        ):
+        ours = {
+            "seed": self.sampler.seed,
+            "total": self.sampler.total,
+            "batch_size": self.batch_size,
+        }
+        theirs = {key: state_dict.get(key, ours[key]) for key in ours}
+        if theirs != ours:
             log.warning(
-                "resuming with another seed or epoch size than the checkpoint's (%s): the data "
+                "resuming with other data settings than the checkpoint's (%s, now %s): the data "
                 "order after the restart differs from the interrupted run's",
-                {k: state_dict.get(k) for k in ("seed", "total")},
+                theirs,
+                ours,
             )
-        self.sampler.resume(state_dict["epoch"], state_dict["batches"] * self.batch_size)
+        self.sampler.resume(state_dict["epoch"], state_dict["batches"] * theirs["batch_size"])
 
 
 class StepSeed(L.Callback):

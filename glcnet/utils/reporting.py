@@ -85,6 +85,10 @@ def _raised_by_data_layer(err: BaseException) -> bool:
     """A ValueError raised inside glcnet.data: a data set refusing its settings or files."""
     if not isinstance(err, ValueError):
         return False
+    text = str(err).strip()
+    if _WORKER_PREFIX.match(text):  # raised in a DataLoader worker: its traceback is the text
+        files = re.findall(r'File "([^"]+)"', text)
+        return bool(files) and "/glcnet/data/" in files[-1].replace("\\", "/")
     tb = err.__traceback__
     last = None
     while tb is not None:
