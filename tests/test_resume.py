@@ -212,8 +212,11 @@ def test_full_disk_at_save_is_one_line_and_keeps_the_earlier_checkpoint(tiny_sam
 def test_unwritable_output_folder_fails_before_any_work(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the run folder should go")
-    wheres = [f"paths.output_dir={blocker}/run", f"hydra.run.dir={blocker}/run"]
-    runs = [["data.root=/nonexistent/data", where] for where in wheres]
+    wheres = [
+        [f"paths.output_dir={blocker}/run", f"hydra.run.dir={tmp_path / 'hydra'}"],
+        [f"hydra.run.dir={blocker}/run"],
+    ]
+    runs = [["data.root=/nonexistent/data", *where] for where in wheres]
     for res in run_many("pretrain.py", runs, cwd=tmp_path):
         assert res["code"] == 2, res["stderr"][-3000:]
         line = res["stderr"].strip().splitlines()[-1]  # the folder is checked first: no data error

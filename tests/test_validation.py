@@ -93,11 +93,12 @@ def test_constructor_errors_inside_instantiate_are_one_line(tiny_sample_root, tm
 
 
 def test_full_traceback_on_request_and_hydra_errors_stay_hydras(tmp_path):
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
     res = run_script(
-        "finetune.py", "loss=bce", NO_DATA, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}
+        "finetune.py", "loss=bce", NO_DATA, run_dir, cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"}
     )
     assert res.returncode == 1 and "Traceback" in res.stderr and "ConfigError" in res.stderr
-    res = run_script("finetune.py", "no_such_key=1", cwd=tmp_path)
+    res = run_script("finetune.py", "no_such_key=1", run_dir, cwd=tmp_path)
     assert res.returncode == 1
     assert "Could not override 'no_such_key'" in res.stderr and "error: " not in res.stderr
 
