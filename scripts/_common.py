@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,50 +13,56 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 def report_input_errors(run: Callable[[], Any]) -> Any:
     """Call ``run``; a problem with the user's input is printed as one clear line, exit status 2.
 
-    Data errors (missing or corrupt files, wrong bands, off-palette labels), checkpoints that do not
-    fit, unavailable encoder weights, augmentations that would corrupt labels, a diverging loss,
-    prediction settings that cannot work and a missing optional package are the user's to fix, so
-    they are reported without a stack trace (``GLCNET_TRACEBACK=1`` shows it). Anything else is a
-    bug and raises.
+    Data errors (missing or corrupt files, wrong bands, off-palette labels), settings that cannot
+    work together, checkpoints that do not fit or are unsafe, an unwritable run folder,
+    unavailable encoder weights and a diverging loss are the user's to fix, so they are reported
+    without a stack trace (``HYDRA_FULL_ERROR=1`` or ``GLCNET_TRACEBACK=1`` shows it; see
+    :mod:`glcnet.utils.reporting`). A run stopped by SIGTERM/SIGUSR1 prints where its checkpoint
+    is and exits with 128 + the signal number. Anything else is a bug and raises.
     """
-    from glcnet.data.classes import UnknownColorError
-    from glcnet.data.errors import DataError, MissingDataError, SubsetError
-    from glcnet.data.seg_augment import AugmentConfigError
-    from glcnet.models.segmenter import EncoderWeightsError
-    from glcnet.prediction.errors import MissingDependencyError, PredictOptionError
-    from glcnet.protocol import ProtocolResumeError
-    from glcnet.training.export import CheckpointMismatchError
-    from glcnet.training.pretrain_module import NonFiniteLossError
+    from glcnet.training.preemption import RunStoppedError
+    from glcnet.utils.reporting import input_error_message, traceback_wanted
 
-    user_errors = (  # EmptyFolderError is a MissingDataError
-        DataError,
-        AugmentConfigError,
-        MissingDataError,
-        SubsetError,
-        UnknownColorError,
-        EncoderWeightsError,
-        CheckpointMismatchError,
-        NonFiniteLossError,
-        ProtocolResumeError,
-        PredictOptionError,
-        MissingDependencyError,
-    )
-    return _reported(run, user_errors)
+    try:
+        return run()
+    except RunStoppedError as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except Exception as err:
+        message = input_error_message(err)
+        if message is None or traceback_wanted():
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_run_dir_argument(argv: list[str] | None = None) -> None:
+    """Refuse an unwritable ``hydra.run.dir=<folder>`` in one line, before Hydra tries it.
+
+    Hydra creates the run folder before our code runs and reports a failure with a traceback;
+    this probe-writes the folder given on the command line first (exit status 2 on failure).
+    """
+    from glcnet.training.output_folder import OutputFolderError, prepare_output_dir
+
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("hydra.run.dir="):
+            try:
+                prepare_output_dir(arg.split("=", 1)[1], checkpoints=False)
+            except OutputFolderError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
 
 
 def report_data_errors(run: Callable[[], Any]) -> Any:
     """Like :func:`report_input_errors`, for scripts that only read data (no model imports)."""
     from glcnet.data.classes import UnknownColorError
     from glcnet.data.errors import DataError, MissingDataError
+    from glcnet.utils.reporting import one_line, traceback_wanted
 
-    return _reported(run, (DataError, MissingDataError, UnknownColorError))
-
-
-def _reported(run: Callable[[], Any], user_errors: tuple[type[Exception], ...]) -> Any:
     try:
         return run()
-    except user_errors as err:
-        if os.environ.get("GLCNET_TRACEBACK"):
+    except (DataError, MissingDataError, UnknownColorError) as err:
+        if traceback_wanted():
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)

@@ -2,10 +2,14 @@
 
 python scripts/evaluate.py checkpoint=outputs/finetune/<run>/checkpoints/best.ckpt
 python scripts/evaluate.py --help
+
+The checkpoint's own data, bands, classes and model are used; data.* and model.* overrides given
+here apply on top.
 """
 
 import hydra
-from _common import CONFIG_DIR, report_input_errors
+from _common import CONFIG_DIR, check_run_dir_argument, report_input_errors
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from glcnet.training.evaluate import run_evaluate
@@ -16,9 +20,11 @@ register_resolvers()
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = report_input_errors(lambda: run_evaluate(cfg))
+    overrides = list(HydraConfig.get().overrides.task)
+    result = report_input_errors(lambda: run_evaluate(cfg, overrides=overrides))
     print(f"run folder: {result['output_dir']}\nmetrics: {result['files']['json']}")
 
 
 if __name__ == "__main__":
+    check_run_dir_argument()
     main()

@@ -6,7 +6,7 @@ python scripts/protocol.py protocol.label_fractions=[0.01,0.1] protocol.methods=
 """
 
 import hydra
-from _common import CONFIG_DIR, report_input_errors
+from _common import CONFIG_DIR, check_run_dir_argument, report_input_errors
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_run_dir_argument()
     main()

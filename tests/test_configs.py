@@ -13,6 +13,7 @@ import torch
 from conftest import compose_config, tiny_overrides
 from omegaconf import OmegaConf
 
+from glcnet.training.checkpoints import load_torch_file
 from glcnet.utils.config import CONFIG_DIR, PROJECT_ROOT, band_count, instantiate
 
 
@@ -214,9 +215,9 @@ def test_cli_pretrain_runs_and_writes_checkpoint_and_events(tiny_sample_root, tm
     )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "run"
-    last = run / "checkpoints" / "last.ckpt"
-    assert last.is_symlink() and last.resolve().name == "epoch000.ckpt"  # no second copy
-    assert (run / "pretrained.pt").exists()
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt"]  # one checkpoint, written atomically (no link, no copy)
+    assert (run / "pretrained.safetensors").exists()
     assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     assert (run / ".hydra" / "config.yaml").exists()
     assert "pretrained weights:" in res.stdout
@@ -247,9 +248,7 @@ def test_cli_ddp_on_two_cpu_processes_shares_the_queue(tiny_sample_root, tmp_pat
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("pretrained weights:") == 1  # printed by rank 0 only
     assert "sync_batchnorm needs GPUs" in res.stdout + res.stderr
-    state = torch.load(
-        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
-    )["state_dict"]
+    state = load_torch_file(tmp_path / "run" / "checkpoints" / "last.ckpt")["state_dict"]
     assert int(state["method.queue.ptr"]) == (steps * per_rank * world) % queue
     assert torch.isfinite(state["method.queue.keys"]).all()
 

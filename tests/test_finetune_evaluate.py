@@ -12,6 +12,7 @@ from conftest import compose_config, tiny_overrides
 
 from glcnet.data.classes import BOUNDARY_COLOR, ISPRS_PALETTE, decode_palette
 from glcnet.models.segmenter import Segmenter
+from glcnet.training.checkpoints import load_torch_file
 from glcnet.training.evaluate import load_finetuned, run_evaluate
 from glcnet.training.export import CheckpointMismatchError, export_pretrained
 from glcnet.training.finetune import run_finetune
@@ -88,7 +89,7 @@ def test_frozen_encoder_is_not_updated(tiny_sample_root, tmp_path):
     result = run_finetune(
         finetune_cfg(tiny_sample_root, tmp_path, "freeze_encoder=true", "trainer.max_steps=2")
     )
-    state = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]
+    state = load_torch_file(result["best_checkpoint"])["state_dict"]
     torch.manual_seed(0)
     fresh = Segmenter("resnet18", in_channels=4, num_classes=6)
     w = state["model.net.encoder.conv1.weight"]

@@ -9,7 +9,8 @@ from conftest import compose_config, tiny_overrides
 
 from glcnet.data.paired import PairedViewDataset
 from glcnet.models.segmenter import Segmenter
-from glcnet.training.export import CheckpointMismatchError, load_pretrained
+from glcnet.training.checkpoints import load_torch_file
+from glcnet.training.export import CheckpointMismatchError, load_pretrained, read_pretrained
 from glcnet.training.pretrain import run_pretrain
 from glcnet.utils.config import instantiate
 
@@ -45,25 +46,24 @@ def test_pretraining_loss_decreases(tiny_sample_root, tmp_path):
     iou = logged(tmp_path, "train/matched_area_iou")
     assert iou and min(iou) > 0.9
     assert (tmp_path / "config.yaml").exists()
-    assert (tmp_path / "pretrained.pt").exists()
+    assert (tmp_path / "pretrained.safetensors").exists()
 
 
 def test_resume_continues_step_count(tiny_sample_root, tmp_path):
     first = run_pretrain(pretrain_cfg(tiny_sample_root, tmp_path / "a", "trainer.max_steps=2"))
     ckpt = first["last_checkpoint"]
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert load_torch_file(ckpt)["global_step"] == 2
     second = run_pretrain(
         pretrain_cfg(tiny_sample_root, tmp_path / "b", "trainer.max_steps=4", f"ckpt_path={ckpt}")
     )
-    state = torch.load(second["last_checkpoint"], map_location="cpu", weights_only=False)
-    assert state["global_step"] == 4
+    assert load_torch_file(second["last_checkpoint"])["global_step"] == 4
 
 
 def test_export_loads_into_finetuning_model_and_mismatch_is_named(tiny_sample_root, tmp_path):
     result = run_pretrain(pretrain_cfg(tiny_sample_root, tmp_path, "trainer.max_steps=1"))
     model = Segmenter("resnet18", in_channels=4, num_classes=6)
     assert load_pretrained(model, result["export"]) == ["encoder"]
-    exported = torch.load(result["export"], weights_only=False)["encoder"]
+    exported = read_pretrained(result["export"])[0]["encoder"]
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(value, exported[key])
     # the Lightning checkpoint works as a source too

@@ -84,7 +84,7 @@ def test_protocol_resume_keeps_finished_work_and_refuses_other_settings(
     assert len(calls["pretrain"]) == 1 and len(calls["finetune"]) == 2
 
     # An interrupted pretraining: its weights are gone, its last checkpoint is left.
-    (tmp_path / "pretrain_glcnet" / "pretrained.pt").unlink()
+    (tmp_path / "pretrain_glcnet" / "pretrained.safetensors").unlink()
     rows = run_protocol(output_dir=tmp_path, label_fractions=[0.05, 0.1], resume=True, **args)
     assert [(r["init"], r["label_fraction"]) for r in rows] == [
         ("random", 0.05),

@@ -45,6 +45,9 @@ class TileData:
             palette / fixed classes (the one source of truth of the model head and the metrics).
         class_names: K class names, passed to the data set (None: the data set's own, or
             generated ``class_0 ...``); after the first data set is built this holds its names.
+        skip_bad_tiles: Training goes on when a tile cannot be read mid-run: the item is replaced
+            by the next readable one, logged and counted (see :mod:`glcnet.data.bad_tiles`);
+            False: the run stops with an error naming the file.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class TileData:
         dataset_kwargs: dict | None = None,
         num_classes: int = 6,
         class_names: Sequence[str] | None = None,
+        skip_bad_tiles: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -94,6 +98,7 @@ class TileData:
         self.dataset_kwargs = dict(dataset_kwargs or {})
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
+        self.skip_bad_tiles = bool(skip_bad_tiles)
         self._prepared = False
 
     def prepare(self) -> None:

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from glcnet.inference import sliding_window_predict, write_prediction_geotiff
 from glcnet.metrics import ConfusionMatrix, format_metrics_table, segmentation_metrics
 from glcnet.models.segmenter import Segmenter
-from glcnet.training.export import CheckpointMismatchError
-from glcnet.training.pretrain import output_dir_of
+from glcnet.training.checkpoints import load_torch_file
+from glcnet.training.export import CheckpointMismatchError, check_state_fits
+from glcnet.training.output_folder import output_dir_of
+from glcnet.training.run_record import read_run_record, record_mismatches
 from glcnet.training.runtime import save_run_config
 from glcnet.utils.config import instantiate
+from glcnet.utils.validation import checkpoint_arg, validate_config
 
 log = logging.getLogger(__name__)
 
 
 def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
-    """Load the weights of a fine-tuning checkpoint (Lightning ``.ckpt``) into ``model``.
+    """Load the weights of a fine-tuning checkpoint (Lightning ``.ckpt``) into ``model``, safely.
 
     Args:
         model: A network built from the same model config as the fine-tuning run.
@@ -34,47 +41,188 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
         The model, in eval mode.
 
     Raises:
+        CheckpointReadError: Missing, unreadable or unsafe file (nothing of it is executed).
         CheckpointMismatchError: The checkpoint's keys or shapes do not fit (named in the message).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_torch_file(path, "fine-tuning checkpoint")
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: not a fine-tuning checkpoint")
-    own = model.state_dict()
     theirs = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    missing = sorted(set(own) - set(theirs))
-    unexpected = sorted(set(theirs) - set(own))
-    shape = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
-    if missing or unexpected or shape:
-        raise CheckpointMismatchError(
-            f"{path}: weights do not fit the model (encoder={model.encoder_name}, "
-            f"in_channels={model.in_channels}, classes={model.num_classes}); missing: {missing[:5]}, "
-            f"unexpected: {unexpected[:5]}, shape mismatch: {shape[:5]}"
-        )
+    check_state_fits(model.state_dict(), theirs, path, "weights", model)
     model.load_state_dict(theirs)
     return model.eval()
 
 
-def run_evaluate(cfg: DictConfig) -> dict:
-    """Predict every scene of a split and compute the metrics from one confusion matrix.
+def user_overrides(cfg: DictConfig, overrides: Sequence[str] | None = None) -> list[str]:
+    """The command-line overrides of an evaluation, wherever they can be found.
+
+    Args:
+        cfg: The composed config (holds ``hydra.overrides.task`` when composed with
+            ``return_hydra_config=True``).
+        overrides: Given explicitly (the entry script passes Hydra's task overrides; compose-API
+            callers pass theirs).
+
+    Returns:
+        The overrides; empty when none are known.
+    """
+    if overrides is not None:
+        return list(overrides)
+    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    return list(task) if task is not None else []
+
+
+def _set_path(tree: dict, dotted: str, value: Any, delete: bool = False) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+    if delete:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+
+
+def _merge_section(
+    cfg: DictConfig, section: str, recorded: dict, overrides: Sequence[str]
+) -> tuple[DictConfig, list[str]]:
+    """The run's recorded ``data``/``model`` config with the command line's overrides on top.
+
+    A group choice (``data=folder``) or an ``experiment=`` takes the composed section as it is.
+
+    Returns:
+        The section and the overridden keys.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    if any(o.key_or_group in (section, "experiment") for o in parsed):
+        return cfg[section], [section]
+    merged = copy.deepcopy(recorded)
+    changed = []
+    for o in parsed:
+        key = o.key_or_group
+        if not key.startswith(f"{section}."):
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        _set_path(merged, key[len(section) + 1 :], value, delete=o.is_delete())
+        changed.append(key)
+    merged["_target_"] = cfg[section]["_target_"]  # never a class named by the file
+    return OmegaConf.create(merged), changed
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def evaluation_config(
+    cfg: DictConfig, overrides: Sequence[str] | None = None
+) -> tuple[DictConfig, dict | None]:
+    """Compose what to evaluate: the checkpoint's own data and model, plus the user's overrides.
 
     Args:
         cfg: The composed ``evaluate`` config.
+        overrides: The user's overrides (see :func:`user_overrides`).
+
+    Returns:
+        The config to run (``data`` and ``model`` from the checkpoint's run record, with every
+        ``data.*``/``model.*`` override applied on top) and the record (None for checkpoints
+        written before records existed: then the composed config is used, with a warning).
+
+    Raises:
+        CheckpointMismatchError: The checkpoint is not a fine-tuning checkpoint, or names a data
+            set class outside glcnet that the command line does not confirm.
+    """
+    path = checkpoint_arg(cfg)
+    record = read_run_record(path, required=False)
+    if record is None:
+        warnings.warn(
+            f"{path} carries no run record (an older checkpoint): evaluating the data and model "
+            "of the command line and config defaults",
+            stacklevel=2,
+        )
+        return cfg, None
+    if record.get("stage") != "finetune":
+        raise CheckpointMismatchError(
+            f"{path} is a {record.get('stage')} checkpoint; evaluate.py takes a fine-tuning "
+            "checkpoint (<finetune run>/checkpoints/best.ckpt)"
+        )
+    recorded = record.get("config") or {}
+    recorded_data = dict(recorded.get("data") or {})
+    given = user_overrides(cfg, overrides)
+    data, data_keys = _merge_section(cfg, "data", recorded_data, given)
+    model, model_keys = _merge_section(cfg, "model", dict(recorded.get("model") or {}), given)
+    dataset_class = str(data.get("dataset_class", ""))
+    if not dataset_class.startswith("glcnet.") and not {"data", "data.dataset_class"} & set(
+        data_keys
+    ):
+        raise CheckpointMismatchError(
+            f"{path} names data.dataset_class={dataset_class}, outside glcnet; classes named by "
+            f"a file are not imported unless you confirm: data.dataset_class={dataset_class}"
+        )
+    trained = {
+        "bands": recorded_data.get("bands"),
+        "num_classes": recorded_data.get("num_classes"),
+        "class_names": (record.get("data") or {}).get("class_names"),  # the effective names
+    }
+    asked = {key: _plain(data.get(key)) for key in trained}
+    problems = [
+        f"it was trained with data.{key}={trained[key]}, data.{key}={asked[key]} asked for"
+        for key in trained
+        if asked[key] is not None and trained[key] is not None and asked[key] != trained[key]
+    ]
+    if problems:
+        raise CheckpointMismatchError(
+            f"{path} does not fit the data asked for: {'; '.join(problems)}"
+        )
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.data = data
+        out.model = model
+    changed = data_keys + model_keys
+    log.info(
+        "evaluating %s with its run's data and model%s",
+        path,
+        f" (overridden: {', '.join(changed)})" if changed else "",
+    )
+    return out, record
+
+
+def run_evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict:
+    """Predict every scene of a split and compute the metrics from one confusion matrix.
+
+    ``checkpoint=X`` alone evaluates X's own data, bands, classes and model (its run record);
+    ``data.*`` and ``model.*`` overrides apply on top, and a checkpoint that does not fit the data
+    asked for is refused in one line.
+
+    Args:
+        cfg: The composed ``evaluate`` config.
+        overrides: The user's command-line overrides (the script passes Hydra's; None: read
+            ``hydra.overrides.task`` from ``cfg`` when present, else none).
 
     Returns:
         ``output_dir``, ``metrics`` (the full metrics dict) and ``files`` written.
     """
-    out = output_dir_of(cfg)
+    checkpoint_arg(cfg)
+    cfg, record = evaluation_config(cfg, overrides)
+    validate_config(cfg, "evaluate")
+    out = output_dir_of(cfg, checkpoints=False)
     save_run_config(cfg, out)
     data = instantiate(cfg.data)
     dataset = data.dataset(cfg.split, labeled=True, eroded=cfg.eroded)
+    if record is not None:
+        problems = record_mismatches(record, data, dataset)
+        if problems:
+            raise CheckpointMismatchError(
+                f"{cfg.checkpoint} does not fit the data asked for: {'; '.join(problems)}"
+            )
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_finetuned(instantiate(cfg.model), cfg.checkpoint).to(device)
+    model = instantiate(cfg.model, encoder_weights=None)  # the weights come from the checkpoint
+    model = load_finetuned(model, cfg.checkpoint).to(device)
     confusion = ConfusionMatrix(data.num_classes, ignore_index=data.ignore_index)
     pred_dir = out / "predictions"
     scenes = list(dataset.scenes)

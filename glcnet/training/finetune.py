@@ -7,17 +7,26 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import RandomSampler, Subset
+from torch.utils.data import Subset
 
 from glcnet.data.seg_augment import AugmentedTiles, build_augment
 from glcnet.data.tile_data import load_subset, save_subset
 from glcnet.training.export import load_pretrained
 from glcnet.training.finetune_module import FinetuneModule
-from glcnet.training.pretrain import output_dir_of
-from glcnet.training.runtime import build_trainer, save_run_config, seed_everything
-from glcnet.utils.config import instantiate
+from glcnet.training.output_folder import output_dir_of
+from glcnet.training.resume import (
+    LAST_NAME,
+    RunRecordInCheckpoints,
+    check_resume_fits,
+    checkpoint_dir,
+    resolve_ckpt_path,
+)
+from glcnet.training.run_record import base_dataset, build_run_record, read_run_record
+from glcnet.training.runtime import build_trainer, fit, save_run_config, seed_everything
+from glcnet.training.train_loader import training_loader
+from glcnet.utils.config import instantiate, to_plain
+from glcnet.utils.validation import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +52,33 @@ def class_histogram(dataset, num_classes: int) -> np.ndarray:
 def run_finetune(cfg: DictConfig) -> dict:
     """Fine-tune a segmentation network on a labeled fraction of the training tiles.
 
+    The config is checked and the run folder probe-written before any data is read;
+    ``ckpt_path=last`` continues the run in ``hydra.run.dir`` from its ``checkpoints/last.ckpt``.
+
     Args:
         cfg: The composed ``finetune`` config.
 
     Returns:
-        ``output_dir``, ``best_checkpoint``, ``subset_file``, the final ``metrics`` and
-        ``is_global_zero`` (False in the other processes of a distributed run).
+        ``output_dir``, ``best_checkpoint``, ``last_checkpoint``, ``subset_file``, the final
+        ``metrics``, ``skipped_tiles`` and ``is_global_zero`` (False in the other processes of a
+        distributed run).
+
+    Raises:
+        RunStoppedError: SIGTERM/SIGUSR1 stopped the run after writing ``last.ckpt``.
     """
+    validate_config(cfg, "finetune")
     out = output_dir_of(cfg)
     save_run_config(cfg, out)
     seed_everything(cfg.seed)
     data = instantiate(cfg.data)
     train_full = data.dataset("train", labeled=True)
     subset_file = out / "label_subset.json"
+    label_seed = cfg.label_seed if cfg.label_seed is not None else cfg.seed
     if cfg.subset_file:
         train = load_subset(cfg.subset_file, train_full)
         log.info("reusing labeled subset %s (%d tiles)", cfg.subset_file, len(train))
         save_subset(subset_file, train_full, train.indices, source=str(cfg.subset_file))
     else:
-        label_seed = cfg.label_seed if cfg.label_seed is not None else cfg.seed
         idx = data.labeled_indices(len(train_full), seed=label_seed)
         train = Subset(train_full, idx)
         save_subset(
@@ -85,9 +102,16 @@ def run_finetune(cfg: DictConfig) -> dict:
     log.info("fine-tuning on %d of %d training tiles", len(train), len(train_full))
 
     model = instantiate(cfg.model)
+    pretrained = None
     if cfg.pretrained:
         parts = load_pretrained(model, cfg.pretrained, transfer=cfg.transfer)
+        warn_if_bands_differ(cfg.pretrained, train_full)
         log.info("initialised %s from %s", "+".join(parts), cfg.pretrained)
+        pretrained = {
+            "path": str(cfg.pretrained),
+            "transfer": cfg.transfer,
+            "freeze_encoder": bool(cfg.freeze_encoder),
+        }
     module = FinetuneModule(
         model,
         loss=instantiate(cfg.loss),
@@ -100,30 +124,61 @@ def run_finetune(cfg: DictConfig) -> dict:
         exclude_from_mean=list(cfg.exclude_from_mean),
     )
     train_set = AugmentedTiles(train, build_augment(cfg.train_augment))
-    loader = data.loader(train_set, train=True)
     per_epoch = cfg.samples_per_epoch
-    if per_epoch and len(train_set) < per_epoch:
-        # few labels: draw with replacement so an epoch has a useful number of steps
-        sampler = RandomSampler(train_set, replacement=True, num_samples=int(per_epoch))
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=data.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=data.num_workers,
-            persistent_workers=data.num_workers > 0,
-        )
-    val_loader = data.loader(data.dataset("val", labeled=True), train=False)
-    trainer = build_trainer(cfg, out, monitor="val/mIoU")
-    trainer.fit(
-        module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=cfg.ckpt_path
+    # few labels: draw with replacement so that an epoch has a useful number of steps
+    few = bool(per_epoch) and len(train_set) < per_epoch
+    loader, data_callbacks, skipped = training_loader(
+        train_set,
+        data,
+        cfg.seed,
+        out,
+        num_samples=int(per_epoch) if few else None,
+        replacement=few,
     )
-    best = Path(trainer.checkpoint_callback.best_model_path or out / "checkpoints" / "last.ckpt")
+    val_loader = data.loader(data.dataset("val", labeled=True), train=False)
+    record = build_run_record(
+        "finetune",
+        to_plain(cfg),
+        data,
+        train_full,
+        model,
+        split={
+            "train_split": "train",
+            "val_split": "val",
+            "label_seed": label_seed,
+            "labeled_tiles": len(train),
+            "subset_file": str(cfg.subset_file or subset_file),
+        },
+        pretrained=pretrained,
+    )
+    resume = resolve_ckpt_path(cfg.ckpt_path, out)
+    check_resume_fits(resume, record)
+    trainer = build_trainer(
+        cfg, out, monitor="val/mIoU", callbacks=[*data_callbacks, RunRecordInCheckpoints(record)]
+    )
+    fit(trainer, module, out, resume, train_dataloaders=loader, val_dataloaders=val_loader)
+    last = checkpoint_dir(out) / LAST_NAME
+    best = Path(trainer.checkpoint_callback.best_model_path or last)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {
         "output_dir": out,
         "best_checkpoint": best,
+        "last_checkpoint": last,
         "subset_file": subset_file,
         "metrics": metrics,
+        "skipped_tiles": skipped.total(trainer) if skipped is not None else 0,
         "is_global_zero": trainer.is_global_zero,
     }
+
+
+def warn_if_bands_differ(weights: str, dataset) -> None:
+    """Warn when pretrained weights saw other bands (same count) than the fine-tuning data."""
+    record = read_run_record(weights, required=False) or {}
+    theirs = (record.get("data") or {}).get("band_names")
+    ours = list(getattr(base_dataset(dataset), "band_names", []) or [])
+    if theirs and ours and list(theirs) != ours:
+        warnings.warn(
+            f"{weights} was pretrained on bands {'/'.join(theirs)}, the fine-tuning data has "
+            f"{'/'.join(ours)} (same count, so the weights load; check this is intended)",
+            stacklevel=2,
+        )

@@ -273,7 +273,13 @@ class SegmentationLoss(nn.Module):
     Args:
         class_weights: C non-negative weights, or None (uniform).
         ignore_index: Label value of pixels excluded from every sum.
+
+    Attributes:
+        max_classes: The most classes the loss is defined for (None: any number); configs are
+            checked against it before a run starts.
     """
+
+    max_classes: int | None = None
 
     def __init__(self, class_weights: Sequence[float] | None, ignore_index: int) -> None:
         super().__init__()

@@ -73,6 +73,8 @@ class BinaryCrossEntropyLoss(SegmentationLoss):
         logits (B, 1 or 2, H, W), target (B, H, W) with values in {0, 1, ignore_index} -> scalar.
     """
 
+    max_classes = 2
+
     def __init__(
         self, class_weights: Sequence[float] | None = None, ignore_index: int = 255
     ) -> None:
