@@ -2,7 +2,9 @@
 
 Every test writes a tiny folder data set (``own_data_fakes``) whose class pixel counts are known
 from the arrays the masks were encoded from, then checks the decoded counts, fine-tunes for a few
-steps and evaluates: the evaluation's per-class support must equal the fixture's test counts.
+steps and evaluates with ``evaluate.py checkpoint=<best.ckpt>`` and nothing else (the checkpoint's
+run record says which data, masks and model): the evaluation's per-class support must equal the
+fixture's test counts.
 """
 
 from __future__ import annotations
@@ -79,20 +81,14 @@ def finetune_and_evaluate(root: Path, name: str, out: Path, *extra: str, cli: bo
 
     """
     data = data_overrides(root, name)
-    eval_args = [
-        *data,  # until checkpoints carry their data config
-        "model.encoder=resnet18",  # until checkpoints carry their model config
-        *extra,
-    ]
     if not cli:
         cfg = compose_config(
             "finetune", [*data, *TINY_FINETUNE, *extra, f"paths.output_dir={out / 'ft'}"]
         )
         best = run_finetune(cfg)["best_checkpoint"]
         assert best.name == "best.ckpt"
-        cfg = compose_config(
-            "evaluate", [f"checkpoint={best}", *eval_args, f"paths.output_dir={out / 'ev'}"]
-        )
+        # the checkpoint alone: its run record says which data, classes, masks and model
+        cfg = compose_config("evaluate", [f"checkpoint={best}", f"paths.output_dir={out / 'ev'}"])
         return json.loads(json.dumps(run_evaluate(cfg)["metrics"]))
     ft = script(
         "finetune.py", *data, *TINY_FINETUNE, *extra, f"hydra.run.dir={out / 'ft'}", cwd=out
@@ -100,9 +96,7 @@ def finetune_and_evaluate(root: Path, name: str, out: Path, *extra: str, cli: bo
     assert ft.returncode == 0, ft.stderr[-3000:]
     best = out / "ft" / "checkpoints" / "best.ckpt"
     assert best.is_file(), ft.stdout[-2000:]
-    ev = script(
-        "evaluate.py", f"checkpoint={best}", *eval_args, f"hydra.run.dir={out / 'ev'}", cwd=out
-    )
+    ev = script("evaluate.py", f"checkpoint={best}", f"hydra.run.dir={out / 'ev'}", cwd=out)
     assert ev.returncode == 0, ev.stderr[-3000:]
     return json.loads((out / "ev" / "metrics.json").read_text())
 
@@ -288,3 +282,40 @@ def test_all_nodata_tiles_are_left_out_of_pretraining(tmp_path):
     log = res.stdout + res.stderr
     assert "split 'train': left out 1 of 4 tiles that are entirely nodata" in log
     assert "image nodata from nodata value 0 in bands 1, 2, 3" in log
+
+
+def test_a_model_that_always_predicts_one_class_scores_oa_equal_to_its_share(tmp_path):
+    """Run-level number: evaluate.py checkpoint=X alone, X forced to one class by its head.
+
+    The head's weights are zeroed and its bias is one-hot, so every pixel's logits are the bias
+    and the argmax is class c everywhere. OA must then be class c's share of the labelled test
+    pixels, computed from the class arrays the fixture's masks were encoded from.
+    """
+    import torch
+    from cli import run_many
+    from prediction_fakes import make_run
+
+    root = tmp_path / "data"
+    conv = make_convention_root(root, "index")  # 3 classes and some ignored pixels
+    # untrained weights and the run record fine-tuning writes (the tile size: tiny_overrides)
+    ckpt = make_run(tmp_path / "run", *data_overrides(root, "index")[:-1], root=root)
+    blob = torch.load(ckpt, weights_only=True)
+    forced = {}
+    for c in (0, 2):
+        state = dict(blob["state_dict"])
+        state["model.net.segmentation_head.0.weight"] = torch.zeros_like(
+            state["model.net.segmentation_head.0.weight"]
+        )
+        state["model.net.segmentation_head.0.bias"] = 10.0 * torch.eye(3)[c]
+        forced[c] = tmp_path / f"class{c}.ckpt"
+        torch.save({**blob, "state_dict": state}, forced[c])
+    runs = [[f"checkpoint={forced[c]}", f"hydra.run.dir={tmp_path / f'ev{c}'}"] for c in forced]
+    for res in run_many("evaluate.py", runs, cwd=tmp_path):
+        assert res["code"] == 0, res["stderr"][-3000:]
+    counts = conv.counts("test")
+    for c in forced:
+        metrics = json.loads((tmp_path / f"ev{c}" / "metrics.json").read_text())
+        assert metrics["num_pixels"] == counts.sum()
+        assert metrics["OA"] == pytest.approx(counts[c] / counts.sum(), rel=1e-12)
+        predicted = [metrics["per_class"][n]["predicted"] for n in metrics["class_names"]]
+        assert predicted == [int(counts.sum()) if k == c else 0 for k in range(3)]
