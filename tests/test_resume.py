@@ -113,13 +113,19 @@ def test_pretraining_killed_and_resumed_equals_uninterrupted(
     assert result["export"].exists()
 
 
-def test_finetuning_killed_and_resumed_equals_uninterrupted(tiny_sample_root, tmp_path):
+@pytest.mark.parametrize(
+    "augment", [pytest.param("flips", marks=pytest.mark.slow), "strong"]
+)  # strong holds flips' ops and more: the default run
+def test_finetuning_killed_and_resumed_equals_uninterrupted(tiny_sample_root, tmp_path, augment):
+    """train_augment=strong too: every albumentations op (flips, turns, affine, brightness and
+    contrast, blur, noise) draws from generators seeded per item, so a resumed run augments alike."""
     args = [
         *tiny_args(tiny_sample_root),
         "data.tile_size=32",
         "data.batch_size=2",
         "data.label_count=6",
         "samples_per_epoch=6",  # 3 steps per epoch, drawn with replacement
+        f"train_augment={augment}",
         f"trainer.max_steps={STEPS}",
         f"checkpoint_every_n_steps={EVERY}",
     ]
