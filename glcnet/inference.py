@@ -14,7 +14,8 @@ path is never read whole: only one batch of windows is in memory at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,40 @@ def window_weight(tile_size: int, blend: str = "gaussian") -> Tensor:
     sigma = tile_size * GAUSSIAN_SIGMA_FRACTION
     g = torch.exp(-0.5 * ((pos - (tile_size - 1) / 2) / sigma) ** 2)
     return torch.outer(g, g).float()
+
+
+def blend_window(
+    acc: Tensor, norm: Tensor, probs: Tensor, win: tuple[int, int, int, int], weight: Tensor
+) -> None:
+    """Add one window's weighted probabilities to running sums, in place.
+
+    The one place the blend is computed, so that the whole-scene and the streamed predictions add
+    exactly the same numbers.
+
+    Args:
+        acc: Probability sums, (K, H', W').
+        norm: Weight sums, (H', W').
+        probs: The window's probabilities, (K, T, T) (padded windows: only ``[:h, :w]`` counts).
+        win: ``(row, col, h, w)`` of the window in ``acc``'s coordinates.
+        weight: The window weight, (T, T) (:func:`window_weight`).
+    """
+    r, c, h, w = win
+    wt = weight[:h, :w]
+    acc[:, r : r + h, c : c + w] += probs[:, :h, :w] * wt
+    norm[r : r + h, c : c + w] += wt
+
+
+@contextmanager
+def eval_mode(model: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Run an ``nn.Module`` in eval mode and restore its mode afterwards (other callables as is)."""
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if was_training is not None:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training is not None:
+            model.train(was_training)
 
 
 def reflect_pad(patch: Tensor, height: int, width: int) -> Tensor:
@@ -214,9 +249,29 @@ def model_device(model: Callable[[Tensor], Tensor]) -> torch.device:
 
 
 def window_probabilities(
-    model: Callable[[Tensor], Tensor], x: Tensor, num_classes: int, tta_flip: bool
+    model: Callable[[Tensor], Tensor],
+    x: Tensor,
+    num_classes: int,
+    tta_flip: bool,
+    pad_to: int | None = None,
 ) -> Tensor:
-    """Softmax probabilities (B, K, T, T) of a batch (B, C, T, T), flip-averaged when asked."""
+    """Softmax probabilities (B, K, T, T) of a batch (B, C, T, T), flip-averaged when asked.
+
+    Args:
+        model: Maps (N, C, T, T) to logits (N, K, T, T).
+        x: The windows.
+        num_classes: K.
+        tta_flip: Average over the identity and the horizontal and vertical flips.
+        pad_to: Run the model on batches of exactly this many windows, padding ``x`` with zero
+            windows whose outputs are dropped. Kernels may compute a window differently for
+            another batch size (PyTorch's CPU convolutions give other last bits for a batch of 1
+            than of 8), so a fixed size makes each window's probabilities independent of how many
+            windows share its batch; the whole-scene and the streamed predictions rely on it to be
+            bitwise equal. None: run ``x`` as it is.
+    """
+    count = x.shape[0]
+    if pad_to is not None and count < pad_to:
+        x = torch.cat([x, x.new_zeros((pad_to - count, *x.shape[1:]))])
     flips: list[tuple[int, ...]] = [()]
     if tta_flip:
         flips += [(-1,), (-2,)]  # horizontal, vertical
@@ -232,7 +287,7 @@ def window_probabilities(
         probs = torch.softmax(logits.float(), dim=1)
         probs = probs.flip(dims) if dims else probs
         total = probs if total is None else total + probs
-    return total / len(flips)
+    return (total / len(flips))[:count]
 
 
 def sliding_window_predict(
@@ -270,7 +325,8 @@ def sliding_window_predict(
         overlap: Overlapping fraction of consecutive windows, in [0, 1): the stride is
             ``round(T * (1 - overlap))``.
         stride: Distance between window starts in pixels; overrides ``overlap`` when given.
-        batch_size: Windows per model call.
+        batch_size: Windows per model call (the last batch is padded to this size, see
+            :func:`window_probabilities`).
         tta_flip: Average the probabilities of the identity, the horizontal and the vertical flip
             (each output flipped back) instead of using the identity alone.
         blend: ``"gaussian"`` (centre pixels count more) or ``"mean"`` (uniform weight).
@@ -298,7 +354,6 @@ def sliding_window_predict(
         source = _RasterSource(image, band_indexes, scale)
     else:
         source = _ArraySource(image, band_indexes, scale)
-    was_training = model.training if isinstance(model, nn.Module) else None
     try:
         _, height, width = source.shape
         if height < 1 or width < 1:
@@ -306,26 +361,22 @@ def sliding_window_predict(
         windows = sliding_windows(height, width, tile_size, step)
         acc = torch.zeros(num_classes, height, width, dtype=torch.float32)
         norm = torch.zeros(height, width, dtype=torch.float32)
-        if was_training is not None:
-            model.eval()
         bar = tqdm(total=len(windows), desc="windows", unit="win", disable=not progress)
-        with torch.inference_mode(), bar:
+        with eval_mode(model), torch.inference_mode(), bar:
             for start in range(0, len(windows), batch_size):
                 batch = windows[start : start + batch_size]
                 x = torch.stack(
                     [reflect_pad(source.read(*win), tile_size, tile_size) for win in batch]
                 )
-                probs = window_probabilities(model, x.to(device), num_classes, tta_flip).cpu()
-                for p, (r, c, h, w) in zip(probs, batch):
-                    wt = weight[:h, :w]
-                    acc[:, r : r + h, c : c + w] += p[:, :h, :w] * wt
-                    norm[r : r + h, c : c + w] += wt
+                probs = window_probabilities(
+                    model, x.to(device), num_classes, tta_flip, pad_to=batch_size
+                ).cpu()
+                for p, win in zip(probs, batch):
+                    blend_window(acc, norm, p, win, weight)
                 bar.update(len(batch))
         return acc.div_(norm)
     finally:
         source.close()
-        if was_training is not None:
-            model.train(was_training)
 
 
 def predict_labels(
@@ -412,6 +463,8 @@ def write_prediction_geotiff(
 
 __all__ = [
     "BLEND_MODES",
+    "blend_window",
+    "eval_mode",
     "model_device",
     "predict_labels",
     "reflect_pad",

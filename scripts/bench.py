@@ -85,15 +85,17 @@ def main() -> None:
     view_ops = bench_view_ops(size=view, tile_size=tile, calls=10 if args.quick else 50)
     print(format_view_ops(view_ops))
     n = args.predict_size
-    print(f"\n(d) streamed prediction, 4-band uint8 scenes {n} px wide (trivial model, 1 thread)")
-    pred = [bench_predict_memory(size=n, height=h) for h in (n, n // 4)]
+    print(f"\n(d) streamed prediction, 4-band uint8 scenes up to {n} px (trivial model, 1 thread)")
+    shapes = [(n, n), (n // 4, n), (n, n // 4)]  # square, a quarter of the height, of the width
+    pred = [bench_predict_memory(size=w, height=h) for h, w in shapes]
     print(f"{'H x W':>13} {'scene MB':>9} {'accum. MB':>9} {'peak MB':>8} {'added MB':>8} "
-          f"{'added/scene':>11} {'added/accum.':>12} {'s':>5}")  # fmt: skip
+          f"{'added/scene':>11} {'added/accum.':>12} {'extra win.':>10} {'s':>5}")  # fmt: skip
     for r in pred:
         print(
             f"{r['height']:>6} x {r['size']:<6} {r['scene_MB']:>9.0f} "
             f"{r['whole_scene_accumulator_MB']:>9.0f} {r['peak_rss_MB']:>8.0f} {r['added_MB']:>8.0f} "
-            f"{r['added_vs_scene']:>11.2f} {r['added_vs_accumulator']:>12.3f} {r['seconds']:>5.0f}"
+            f"{r['added_vs_scene']:>11.2f} {r['added_vs_accumulator']:>12.3f} "
+            f"{r['extra_windows_pct']:>9.1f}% {r['seconds']:>5.0f}"
         )
     result = {
         "when": stamp,

@@ -87,20 +87,25 @@ def expected_classes(band1: np.ndarray, k: int = 3) -> np.ndarray:
     return np.clip(np.floor(band1.astype(np.float32) / np.float32(255) * k), 0, k - 1)
 
 
-def make_run(run_dir: Path, *overrides: str) -> Path:
-    """A fine-tuning run folder as finetune.py leaves it (config.yaml + checkpoints/best.ckpt),
-    with the untrained weights of the configured model (fast: no training)."""
+def make_run(run_dir: Path, *overrides: str, root: Path) -> Path:
+    """A fine-tuning checkpoint as finetune.py writes it, without the training (fast).
+
+    The untrained weights of the configured model and the run record built from the real data set
+    at ``root`` by the function fine-tuning uses (:func:`build_run_record`), saved as
+    ``<run_dir>/checkpoints/best.ckpt``; nothing else is written next to it (no ``config.yaml``).
+    """
     from conftest import compose_config, tiny_overrides
 
-    from glcnet.training.runtime import save_run_config
-    from glcnet.utils.config import instantiate
+    from glcnet.training.run_record import RECORD_KEY, build_run_record
+    from glcnet.utils.config import instantiate, to_plain
 
-    cfg = compose_config("finetune", [*tiny_overrides(run_dir / "data", run_dir), *overrides])
-    save_run_config(cfg, run_dir)
+    cfg = compose_config("finetune", [*tiny_overrides(root, run_dir), *overrides])
+    data = instantiate(cfg.data)
     torch.manual_seed(0)
     model = instantiate(cfg.model)
+    record = build_run_record("finetune", to_plain(cfg), data, data.dataset("train"), model)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"epoch": 0, "global_step": 1, "state_dict": state}, ckpt)
+    torch.save({"epoch": 0, "global_step": 1, "state_dict": state, RECORD_KEY: record}, ckpt)
     return ckpt

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from cli import run_many
 from conftest import compose_config
 from prediction_fakes import make_run, write_raster
 
@@ -27,15 +28,7 @@ from glcnet.utils.config import PROJECT_ROOT
 pyogrio = pytest.importorskip("pyogrio")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small inputs: one thread is faster, and much faster on a loaded machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # a georeferenced scene that is neither square nor a multiple of the 64 px tile
@@ -55,9 +48,9 @@ def predict_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def run_ckpt(tmp_path_factory) -> Path:
-    """A sample-data (RGBIR, 6 ISPRS classes, 64 px tiles) fine-tuning run with untrained weights."""
-    return make_run(tmp_path_factory.mktemp("run"))
+def run_ckpt(tiny_sample_root, tmp_path_factory) -> Path:
+    """A sample-data (RGBIR, 6 ISPRS classes, 64 px tiles) fine-tuning checkpoint, untrained."""
+    return make_run(tmp_path_factory.mktemp("run"), root=tiny_sample_root)
 
 
 def rgbir_scene(path: Path, h: int = 150, w: int = 215, seed: int = 0) -> Path:
@@ -104,14 +97,37 @@ def test_cli_keeps_the_grid_and_writes_what_qgis_reads(run_ckpt, tmp_path):
     assert (out / "scene_quicklook.png").stat().st_size > 0
 
 
-def test_cli_refuses_a_band_mismatch_in_one_line(run_ckpt, tmp_path):
-    scene = write_raster(tmp_path / "rgb.tif", np.zeros((3, 40, 50), np.uint8))
-    out = f"output_dir={tmp_path / 'out'}"
-    res = predict_cli(f"checkpoint={run_ckpt}", f"input={scene}", out, cwd=tmp_path)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    line = res.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"error: {scene} has 3 bands, the model reads 4 bands (R, G, B, IR)")
-    assert "set bands=[...]" in line
+def test_cli_refuses_what_does_not_fit_in_one_line(run_ckpt, tmp_path):
+    """Bands, pixel type, a checkpoint without run record, a nodata setting: one line, status 2."""
+    import torch
+
+    from glcnet.training.run_record import RECORD_KEY
+
+    rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 40, 50), np.uint8))
+    u16 = write_raster(tmp_path / "u16.tif", np.zeros((4, 40, 50), np.uint16))
+    scene = rgbir_scene(tmp_path / "scene.tif", 40, 50)
+    blob = torch.load(run_ckpt, weights_only=True)
+    del blob[RECORD_KEY]
+    old = tmp_path / "old.ckpt"
+    torch.save(blob, old)
+    runs = {
+        f"{rgb} has 3 bands but the model reads bands [1, 2, 3, 4] (4 bands (R, G, B, IR)); set "
+        "bands=[...]": [f"checkpoint={run_ckpt}", f"input={rgb}"],
+        f"{u16} holds uint16 pixels (divided by 65535) but the model was trained on uint8 imagery "
+        "(divided by 255)": [f"checkpoint={run_ckpt}", f"input={u16}"],
+        f"{old} carries no run record": [f"checkpoint={old}", f"input={scene}"],
+        "image_nodata must be auto, none or a number, got 'white'": [
+            f"checkpoint={run_ckpt}", f"input={scene}", "image_nodata=white",
+        ],
+    }  # fmt: skip
+    args = [[*a, f"output_dir={tmp_path / 'out'}", "progress=false"] for a in runs.values()]
+    lines = []
+    for expected, res in zip(runs, run_many("predict.py", args, cwd=tmp_path), strict=True):
+        assert res["code"] == 2, res["stderr"][-3000:]
+        assert "Traceback" not in res["stderr"]
+        lines.append(res["stderr"].strip().splitlines()[-1])
+        assert lines[-1].startswith(f"error: {expected}"), lines[-1]
+    assert "set scale=<divisor> (e.g. scale=255)" in lines[1]
 
 
 def test_folder_and_glob_inputs(run_ckpt, tmp_path):
@@ -175,7 +191,9 @@ def test_nodata_override_skips_windows_and_writes_nodata(run_ckpt, tmp_path):
     data = np.full((4, 128, 96), 7, np.uint8)
     data[:, 64:] = 0
     scene = write_raster(tmp_path / "half.tif", data, "EPSG:32633", GRID)
-    result = run_predict(predict_cfg(run_ckpt, scene, tmp_path / "o", "nodata=0", "overlap=0"))
+    result = run_predict(
+        predict_cfg(run_ckpt, scene, tmp_path / "o", "image_nodata=0", "overlap=0")
+    )
     stats = result["scenes"][0].stats
     assert (stats.windows, stats.run, stats.skipped) == (4, 2, 2)
     with rasterio.open(tmp_path / "o" / "half.tif") as dst:
@@ -207,6 +225,10 @@ def test_readme_example_runs_as_written(tiny_sample_root, tmp_path):
             ],
         )  # fmt: skip
     )["best_checkpoint"]
+    shared = tmp_path / "shared" / "model.ckpt"  # copied away from its run: the file suffices
+    shared.parent.mkdir()
+    shared.write_bytes(ckpt.read_bytes())
+    ckpt = shared
     scene = next((tiny_sample_root / "4_Ortho_RGBIR").glob("*.tif"))
     command = readme_example()
     ckpt_text = re.search(r"checkpoint=(\S+)", command).group(1)

@@ -1,6 +1,6 @@
 """Peak memory of streamed prediction on a large scene, against the scene's size.
 
-python -m glcnet.bench.predict_memory --size 12000 [--height 3000]
+python -m glcnet.bench.predict_memory --size 12000 [--height 3000] [--block-width 4096]
 
 The parent writes a synthetic ``size x height`` GeoTIFF (``bands`` uint8 bands, tiled, compressed),
 then runs the prediction in a fresh child process (``python -m glcnet.bench.predict_memory --child``)
@@ -10,8 +10,9 @@ is not what is measured), notes its resident memory, runs
 resident memory (``VmHWM`` from ``/proc/self/status``, or ``ru_maxrss``).
 
 Reported: the peak, the memory added by the prediction (peak minus the resident memory before it),
-the scene's bytes (``H * W * bands``) and the bytes of the whole-scene accumulator that
-:func:`glcnet.inference.sliding_window_predict` would hold (``4 * (K + 1) * H * W``).
+the scene's bytes (``H * W * bands``), the bytes of the whole-scene accumulator that
+:func:`glcnet.inference.sliding_window_predict` would hold (``4 * (K + 1) * H * W``), and what the
+column blocks cost: windows computed again at block borders, as a share of the scene's windows.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from glcnet.prediction.streaming import DEFAULT_BLOCK_WIDTH
 
 
 def _rss_mb(field: str) -> float:
@@ -91,7 +94,12 @@ def _child(args: argparse.Namespace) -> None:
         tile_size=args.tile,
         in_channels=args.bands,
     )
-    options = PredictOptions(probabilities=True, progress=False, batch_size=args.batch)
+    options = PredictOptions(
+        probabilities=True,
+        progress=False,
+        batch_size=args.batch,
+        block_width=args.block_width or None,
+    )
     before = _rss_mb("VmRSS")
     t0 = time.perf_counter()
     result = predict_scene(model, settings, args.scene, args.out, options)
@@ -103,7 +111,11 @@ def _child(args: argparse.Namespace) -> None:
                 "peak_rss_MB": _rss_mb("VmHWM"),
                 "seconds": seconds,
                 "windows": result.stats.windows,
+                "window_visits": result.stats.visits,
+                "extra_windows_pct": 100 * result.stats.extra_windows,
+                "column_blocks": result.stats.column_blocks,
                 "buffer_rows": result.stats.buffer_rows,
+                "buffer_cols": result.stats.buffer_cols,
             }
         )
     )
@@ -118,6 +130,7 @@ def bench_predict_memory(
     batch: int = 8,
     threads: int = 1,
     workdir: str | Path | None = None,
+    block_width: int | None = DEFAULT_BLOCK_WIDTH,
 ) -> dict:
     """Predict a synthetic scene in a child process and report its memory.
 
@@ -130,6 +143,8 @@ def bench_predict_memory(
         batch: Windows per model call.
         threads: Torch threads of the child.
         workdir: Where the scene and outputs go (a temporary folder if None; removed after).
+        block_width: Columns predicted at a time (``predict.py block_width=``); None: the whole
+            width.
 
     Returns:
         The child's figures plus ``scene_MB``, ``whole_scene_accumulator_MB``,
@@ -143,7 +158,7 @@ def bench_predict_memory(
             sys.executable, "-m", "glcnet.bench.predict_memory", "--child",
             "--scene", str(scene), "--out", str(Path(tmp) / "out"), "--bands", str(bands),
             "--classes", str(classes), "--tile", str(tile), "--batch", str(batch),
-            "--threads", str(threads),
+            "--threads", str(threads), "--block-width", str(block_width or 0),
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -159,6 +174,7 @@ def bench_predict_memory(
         bands=bands,
         classes=classes,
         tile=tile,
+        block_width=block_width,
         scene_MB=scene_mb,
         whole_scene_accumulator_MB=acc_mb,
         added_MB=added,
@@ -182,12 +198,22 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--block-width", type=int, default=DEFAULT_BLOCK_WIDTH, help="0: the whole width"
+    )
     args = p.parse_args()
     if args.child:
         _child(args)
     else:
         out = bench_predict_memory(
-            args.size, args.height, args.bands, args.classes, args.tile, args.batch, args.threads
+            args.size,
+            args.height,
+            args.bands,
+            args.classes,
+            args.tile,
+            args.batch,
+            args.threads,
+            block_width=args.block_width or None,
         )
         print(json.dumps(out, indent=1))
 

@@ -13,6 +13,11 @@ An image says where it has no data in one of three ways (GDAL's), found from its
 ``image_nodata`` chooses: ``"auto"`` (the file's own, as above), ``"none"`` (every pixel valid;
 ISPRS and the sample set have no nodata) or a number (pixels where every band read equals it are
 nodata, e.g. ``255`` for the white fill of Massachusetts images).
+
+These are the rules of training, evaluation and prediction alike: the data sets call
+:func:`nodata_rule` and :func:`read_validity` with ``data.dataset_kwargs.image_nodata``, and
+``scripts/predict.py`` calls them with its ``image_nodata=`` setting (``setting_name`` makes the
+messages name the setting of the command at hand).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from rasterio.windows import Window
 
 from glcnet.data.errors import NodataError
 from glcnet.data.raster import read_window
+
+#: The setting the messages name unless a caller says otherwise (the data sets').
+DATA_SETTING = "data.dataset_kwargs.image_nodata"
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,18 @@ def _num(v: float) -> float | int:
     return int(v) if float(v).is_integer() else v
 
 
-def parse_setting(setting: str | float | int | None) -> str | float:
-    """Check ``image_nodata``: ``"auto"``, ``"none"`` or a number (returned as float)."""
+def parse_setting(
+    setting: str | float | int | None, setting_name: str = DATA_SETTING
+) -> str | float:
+    """Check ``image_nodata``: ``"auto"``, ``"none"`` or a number (returned as float).
+
+    Args:
+        setting: The value given (None means ``"none"``).
+        setting_name: The setting, for the message.
+
+    Raises:
+        NodataError: Anything else.
+    """
     if setting is None:
         return "none"
     if isinstance(setting, str):
@@ -73,13 +91,14 @@ def parse_setting(setting: str | float | int | None) -> str | float:
             pass
     elif isinstance(setting, int | float) and not isinstance(setting, bool):
         return float(setting)
-    raise NodataError(
-        f"data.dataset_kwargs.image_nodata must be auto, none or a number, got {setting!r}"
-    )
+    raise NodataError(f"{setting_name} must be auto, none or a number, got {setting!r}")
 
 
 def nodata_rule(
-    ds: rasterio.io.DatasetReader, bands: Sequence[int], setting: str | float
+    ds: rasterio.io.DatasetReader,
+    bands: Sequence[int],
+    setting: str | float,
+    setting_name: str = DATA_SETTING,
 ) -> NodataRule | None:
     """The nodata rule of an open image, or None when every pixel is valid.
 
@@ -87,7 +106,10 @@ def nodata_rule(
         ds: The open image.
         bands: 1-based bands read as data.
         setting: Parsed ``image_nodata`` (see :func:`parse_setting`).
+        setting_name: The setting, for messages.
 
+    Raises:
+        NodataError: Some bands read declare a nodata value and others do not.
     """
     bands = tuple(int(b) for b in bands)
     if setting == "none":
@@ -100,7 +122,7 @@ def nodata_rule(
             missing = [b for b, v in zip(bands, nodata, strict=True) if v is None]
             raise NodataError(
                 f"{ds.name}: bands {missing} have no nodata value while the other bands read do; "
-                f"set data.dataset_kwargs.image_nodata to a number or to none"
+                f"set {setting_name} to a number or to none"
             )
         return NodataRule("value", bands, tuple(float(v) for v in nodata))
     alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
@@ -113,8 +135,20 @@ def nodata_rule(
     return None
 
 
+def alpha_bands_read(ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> list[int]:
+    """Bands tagged alpha that are read as data (so never used as a mask), e.g. ISPRS IR bands."""
+    return [
+        i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha and i + 1 in bands
+    ]
+
+
 def read_validity(
-    ds: rasterio.io.DatasetReader, rule: NodataRule, window: Window, path: str
+    ds: rasterio.io.DatasetReader,
+    rule: NodataRule,
+    window: Window,
+    path: str,
+    pixels: np.ndarray | None = None,
+    setting_name: str = DATA_SETTING,
 ) -> np.ndarray:
     """Valid pixels of one window of an image.
 
@@ -123,6 +157,9 @@ def read_validity(
         rule: Its :class:`NodataRule`.
         window: Pixel window.
         path: File name for messages.
+        pixels: ``rule.bands`` of this window, (C, h, w), when the caller has read them already
+            (``value`` rules compare them instead of reading them again).
+        setting_name: The setting, for messages.
 
     Returns:
         (h, w) bool, True where the image holds data.
@@ -132,9 +169,8 @@ def read_validity(
 
     """
     if rule.kind == "value":
-        data = read_window(ds, rule.bands, window, path)
-        nodata = np.zeros(data.shape[1:], dtype=bool)
-        nodata[:] = True
+        data = read_window(ds, rule.bands, window, path) if pixels is None else pixels
+        nodata = np.ones(data.shape[1:], dtype=bool)
         for band, value in zip(data, rule.values, strict=True):
             nodata &= np.isnan(band) if np.isnan(value) else band == value
         return ~nodata
@@ -146,11 +182,18 @@ def read_validity(
             raise NodataError(
                 f"{path}: band {rule.bands[0]} is tagged alpha but holds values other than 0 and "
                 f"{_num(top)} (e.g. {[_num(v) for v in odd[:5].tolist()]}), so it looks like data "
-                f"(an IR band tagged alpha?), not transparency; read it with data.bands or set "
-                f"data.dataset_kwargs.image_nodata=none"
+                f"(an IR band tagged alpha?), not transparency; read it as a band or set "
+                f"{setting_name}=none"
             )
         return alpha != 0
     return ds.read_masks(rule.bands[0], window=window) != 0
 
 
-__all__ = ["NodataRule", "nodata_rule", "parse_setting", "read_validity"]
+__all__ = [
+    "DATA_SETTING",
+    "NodataRule",
+    "alpha_bands_read",
+    "nodata_rule",
+    "parse_setting",
+    "read_validity",
+]

@@ -2,12 +2,13 @@
 
 Modules, one job each:
 
-- ``checkpoint``: checkpoint -> (model, :class:`PredictionSettings`), the one place that reads it;
+- ``checkpoint``: checkpoint -> (model, :class:`PredictionSettings`) from its run record, the one
+  place that reads it;
 - ``settings``: the data contract (bands, scaling, tile size, classes, palette);
 - ``inputs``: which files ``input=`` names; ``input_fit``: does an image fit the model;
-- ``validity``: which pixels hold data (nodata value, mask band, alpha band, override);
-- ``streaming``: window-by-window prediction that hands out finished rows;
-- ``geotiff``: row-by-row GeoTIFF/COG writing with colour table and class names;
+- ``streaming``: window-by-window prediction in column blocks that hands out finished pixels (which
+  pixels hold data: the data sets' rules, :mod:`glcnet.data.nodata`);
+- ``geotiff``: block-by-block GeoTIFF/COG writing with colour table and class names;
 - ``cog_check``: the Cloud-Optimized GeoTIFF layout check;
 - ``vectorize``: class regions -> GeoPackage / GeoJSON polygons; ``quicklook``: the PNG preview;
 - ``run``: :func:`run_predict` (scripts/predict.py) and :func:`predict_scene`.

@@ -1,8 +1,10 @@
-"""GeoTIFFs on the grid of an input image, written row block by row block.
+"""GeoTIFFs on the grid of an input image, written column block by column block.
 
-Rows arrive top to bottom in blocks of any height; they are buffered until a full row of 256 x 256
-tiles is there and written with one windowed write, so every compressed tile is written once.
-Finishing either
+Pixels arrive as column blocks left to right (:func:`glcnet.prediction.streaming.column_blocks`),
+each top to bottom in row ranges of any height; they are buffered until a full row of 256 x 256
+tiles of the column block is there and written with one windowed write, so every compressed tile
+is written once (column blocks start at multiples of 256, which ``block_width`` ensures). Finishing
+either
 
 - converts the file to a Cloud-Optimized GeoTIFF with GDAL's COG driver (``cog=True``): the rows
   go to a temporary tiled GeoTIFF next to the output, which the driver copies into 512 x 512
@@ -10,7 +12,8 @@ Finishing either
   (:func:`glcnet.prediction.cog_check.cog_layout_errors` checks that layout), or
 - builds internal overviews in the tiled GeoTIFF itself (``cog=False``).
 
-Memory: one row of tiles, ``count * 256 * W`` bytes, plus GDAL's block cache.
+Memory: one row of tiles of a column block, ``count * 256 * block_width`` bytes, plus GDAL's block
+cache.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def overview_factors(height: int, width: int, smallest: int = BLOCK) -> list[int
 
 
 class StreamingGeoTIFF:
-    """A uint8 GeoTIFF written in row order, finished as a COG or a tiled GeoTIFF with overviews.
+    """A uint8 GeoTIFF written in column blocks, finished as a COG or a tiled GeoTIFF with overviews.
 
     Use as a context manager; an exception inside the block removes the partial output.
 
@@ -58,7 +61,7 @@ class StreamingGeoTIFF:
         tags: Dataset metadata.
         band_tags: Metadata of band 1.
         descriptions: One description per band.
-        with_mask: Write an internal per-dataset mask (0 where a row block's ``valid`` is False).
+        with_mask: Write an internal per-dataset mask (0 where a block's ``valid`` is False).
         scale: GDAL scale of every band (value x scale = physical value), or None.
         cog: Finish as a Cloud-Optimized GeoTIFF.
         resampling: Overview resampling (``nearest`` for classes, ``average`` for probabilities).
@@ -118,22 +121,36 @@ class StreamingGeoTIFF:
             self.dst.set_band_description(i + 1, text)
         if scale is not None:
             self.dst.scales = (scale,) * count
-        self.rows = np.zeros((count, BLOCK, self.width), dtype=np.uint8)
-        self.mask = np.zeros((BLOCK, self.width), dtype=bool)
-        self.next_row = 0  # first scene row not yet received
-        self.buffer_top = 0  # scene row of self.rows[:, 0]
+        self.rows = np.zeros((count, 0, 0), dtype=np.uint8)
+        self.mask = np.zeros((0, 0), dtype=bool)
+        self.col = 0  # first column of the column block being received
+        self.cols_done = 0  # columns [0, cols_done) are complete
+        self.next_row = self.height  # first row not yet received (no column block open yet)
+        self.buffer_top = self.height  # scene row of self.rows[:, 0]
 
-    def write(self, row: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
-        """Add the next rows.
+    def write(self, row: int, col: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add the next pixels: rows ``[row, row + n)`` of the columns ``[col, col + w)``.
 
         Args:
-            row: Scene row of ``data[:, 0]``; must follow the rows written so far.
-            data: (count, n, W) uint8.
-            valid: (n, W) bool, for the internal mask; None: all valid.
+            row: Scene row of ``data[:, 0]``; must follow the rows written so far in this column
+                block (0 for a new block).
+            col: Scene column of ``data[:, :, 0]``: the current column block's, or, once that is
+                complete, the next one's (which starts where the previous one ended).
+            data: (count, n, w) uint8.
+            valid: (n, w) bool, for the internal mask; None: all valid.
         """
-        if row != self.next_row:
-            raise ValueError(f"rows must come in order: expected row {self.next_row}, got {row}")
-        n = data.shape[1]
+        n, w = data.shape[1:]
+        if self.next_row == self.height and col == self.cols_done and row == 0:  # a new block
+            self.col, self.next_row, self.buffer_top = col, 0, 0
+            if self.rows.shape[2] != w:
+                self.rows = np.zeros((self.count, BLOCK, w), dtype=np.uint8)
+                self.mask = np.zeros((BLOCK, w), dtype=bool)
+        if col != self.col or row != self.next_row or w != self.rows.shape[2]:
+            raise ValueError(
+                f"{self.path}: blocks must come column block by column block, each top to bottom: "
+                f"expected rows from {self.next_row} of columns {self.col}..+{self.rows.shape[2]}"
+                f", got rows from {row} of columns {col}..+{w}"
+            )
         done = 0
         while done < n:
             at = self.next_row - self.buffer_top
@@ -144,10 +161,12 @@ class StreamingGeoTIFF:
             done += take
             if self.next_row - self.buffer_top == BLOCK or self.next_row == self.height:
                 self._flush()
+        if self.next_row == self.height:
+            self.cols_done = self.col + w
 
     def _flush(self) -> None:
-        n = self.next_row - self.buffer_top
-        window = Window(0, self.buffer_top, self.width, n)
+        n, w = self.next_row - self.buffer_top, self.rows.shape[2]
+        window = Window(self.col, self.buffer_top, w, n)
         self.dst.write(self.rows[:, :n], window=window)
         if self.with_mask:
             self.dst.write_mask(self.mask[:n], window=window)
@@ -155,8 +174,10 @@ class StreamingGeoTIFF:
 
     def close(self) -> Path:
         """Finish the file (overviews, COG layout) and return its path."""
-        if self.next_row != self.height:
-            raise ValueError(f"{self.path}: {self.next_row} of {self.height} rows written")
+        if self.cols_done != self.width:
+            raise ValueError(
+                f"{self.path}: {self.cols_done} of {self.width} columns written completely"
+            )
         factors = overview_factors(self.height, self.width)
         if not self.cog:
             if factors:

@@ -8,6 +8,7 @@ so it also serves models that do not come from a checkpoint file.
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
@@ -18,20 +19,34 @@ import rasterio
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from glcnet.data.errors import NodataError
+from glcnet.data.nodata import NodataRule, alpha_bands_read, nodata_rule, parse_setting
 from glcnet.data.raster import open_raster
 from glcnet.inference import BLEND_MODES, resolve_stride
 from glcnet.prediction.checkpoint import load_model_for_prediction
 from glcnet.prediction.errors import PredictOptionError
-from glcnet.prediction.geotiff import class_raster, probability_raster, to_uint8_probabilities
+from glcnet.prediction.geotiff import (
+    BLOCK,
+    class_raster,
+    probability_raster,
+    to_uint8_probabilities,
+)
 from glcnet.prediction.input_fit import fit_input
 from glcnet.prediction.inputs import resolve_inputs
 from glcnet.prediction.quicklook import write_quicklook
 from glcnet.prediction.settings import DEFAULT_OUTPUT_NODATA, PredictionSettings
-from glcnet.prediction.streaming import ScanStats, WindowReader, stream_predict
-from glcnet.prediction.validity import ValidityReader
+from glcnet.prediction.streaming import (
+    DEFAULT_BLOCK_WIDTH,
+    ScanStats,
+    WindowReader,
+    stream_predict,
+)
 from glcnet.prediction.vectorize import VECTOR_FORMATS, require_vector_libraries, vectorize_classes
 
 log = logging.getLogger(__name__)
+
+#: The predict setting of image nodata, named in messages (the rules: :mod:`glcnet.data.nodata`).
+NODATA_SETTING = "image_nodata"
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,7 @@ class PredictOptions:
     tta_flip: bool = False
     blend: str = "gaussian"
     batch_size: int = 8
-    nodata: float | None = None
+    image_nodata: str | float = "auto"
     scale: float | None = None
     output_nodata: int = DEFAULT_OUTPUT_NODATA
     cog: bool = True
@@ -55,6 +70,7 @@ class PredictOptions:
     quicklook_size: int = 1024
     progress: bool = True
     gdal_cache_mb: int = 64
+    block_width: int | None = DEFAULT_BLOCK_WIDTH
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict) -> PredictOptions:
@@ -92,6 +108,15 @@ class PredictOptions:
             raise PredictOptionError(f"scale must be > 0 or null, got {self.scale}")
         if self.quicklook_size < 1 or self.gdal_cache_mb < 1:
             raise PredictOptionError("quicklook_size and gdal_cache_mb must be >= 1")
+        if self.block_width is not None and (self.block_width < 1 or self.block_width % BLOCK):
+            raise PredictOptionError(
+                f"block_width must be a positive multiple of {BLOCK} (the output's tile side) or "
+                f"null, got {self.block_width}"
+            )
+        try:
+            parse_setting(self.image_nodata, NODATA_SETTING)
+        except NodataError as err:
+            raise PredictOptionError(str(err)) from None
 
     def output_names(self, stem: str) -> dict[str, str]:
         """File names of what is written for an input of this stem."""
@@ -113,7 +138,7 @@ class SceneResult:
         image: The input image.
         files: Output kind (``classes``, ``probabilities``, ``vector``, ``quicklook``) -> path.
         stats: Windows run and skipped.
-        validity: How no-data pixels were found.
+        validity: How no-data pixels were found (the image's nodata rule, in words).
         polygons: Polygons written (vector output only).
     """
 
@@ -160,13 +185,16 @@ def predict_scene(
         "OVERLAP": str(options.overlap),
         "TTA_FLIP": str(options.tta_flip),
     }
+    if settings.mask_spec is not None:  # how the training masks stored each class
+        tags["MASK_SPEC"] = json.dumps(settings.mask_spec)
     with rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb * 2**20), ExitStack() as stack:
         ds = stack.enter_context(open_raster(str(image)))
         fit = fit_input(ds, settings, options.scale)
-        validity = ValidityReader(ds, fit.band_indexes, options.nodata)
-        result.validity = validity.description
-        log.info("%s: no data from %s", image.name, validity.description)
-        reader = WindowReader(ds, fit.band_indexes, fit.divisors, validity)
+        setting = parse_setting(options.image_nodata, NODATA_SETTING)
+        rule = nodata_rule(ds, fit.band_indexes, setting, NODATA_SETTING)
+        result.validity = describe_nodata(ds, fit.band_indexes, rule)
+        log.info("%s: no data from %s", image.name, result.validity)
+        reader = WindowReader(ds, fit.band_indexes, fit.divisors, rule, NODATA_SETTING)
         classes = stack.enter_context(
             class_raster(
                 names["classes"],
@@ -197,12 +225,16 @@ def predict_scene(
             device=device,
             progress=image.name if options.progress else None,
             stats=result.stats,
+            block_width=options.block_width,
         )
         for block in blocks:
-            classes.write(block.row, block.class_indices(options.output_nodata)[None])
+            classes.write(block.row, block.col, block.class_indices(options.output_nodata)[None])
             if probs is not None:
                 probs.write(
-                    block.row, to_uint8_probabilities(block.probabilities.numpy()), block.valid
+                    block.row,
+                    block.col,
+                    to_uint8_probabilities(block.probabilities.numpy()),
+                    block.valid,
                 )
         result.files["classes"] = classes.close()
         if probs is not None:
@@ -230,6 +262,19 @@ def predict_scene(
             max_size=options.quicklook_size,
         )
     return result
+
+
+def describe_nodata(
+    ds: rasterio.io.DatasetReader, bands: tuple[int, ...], rule: NodataRule | None
+) -> str:
+    """How an input's no-data pixels are found, in words (for the log and :class:`SceneResult`)."""
+    text = rule.describe() if rule is not None else "no nodata value or mask: every pixel is data"
+    read_alpha = alpha_bands_read(ds, bands)
+    if read_alpha:
+        text += f"; band(s) {read_alpha} tagged alpha are read as data, not used as a mask"
+    if any(ds.dtypes[b - 1].startswith("float") for b in bands):
+        text += "; non-finite values are no data"
+    return text
 
 
 def _device(name: str) -> str:
@@ -282,6 +327,15 @@ def run_predict(cfg: DictConfig) -> dict:
     except ValueError as err:
         raise PredictOptionError(str(err)) from err
     options.check(settings.num_classes)
+    trained = settings.image_nodata
+    if options.image_nodata == "auto" and not isinstance(trained, str | None):
+        log.warning(
+            "the model was trained with image_nodata=%s (pixels where every band equals it were "
+            "no data); this prediction uses each input's own nodata value or mask "
+            "(image_nodata=auto): set image_nodata=%s to treat those pixels as no data here",
+            trained,
+            trained,
+        )
     stride_of_model = getattr(model, "output_stride", 1)
     if settings.tile_size % stride_of_model:
         raise PredictOptionError(

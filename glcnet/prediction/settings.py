@@ -39,15 +39,19 @@ class PredictionSettings:
         palette: K RGB display colours, in index order.
         tile_size: Side of the windows the model was trained on (pixels).
         in_channels: Number of input bands the model takes.
-        band_indexes: 1-based bands of an input file, in model order. None: the checkpoint does not
-            say which bands of a file were read (e.g. an ISPRS band-mode name): an input must then
-            have exactly ``in_channels`` bands, read in file order, unless ``bands=`` is given.
+        band_indexes: 1-based bands of an input file, in model order (the bands the training
+            data read from its files). None: unknown; an input must then have exactly
+            ``in_channels`` bands, read in file order, unless ``bands=`` is given.
         band_names: Names of the model's input bands (for messages), or None.
         input_dtype: Pixel type of the training imagery (e.g. ``uint8``), or None when unknown.
             Integer input is divided by the maximum of its dtype, float input used as is, so a
             different integer type would change the meaning of the values.
         input_scale: Divisor the training imagery was scaled by, or None for the dtype maximum.
         ignore_index: Label value ignored in training (not a class).
+        mask_spec: How the training masks encoded the classes
+            (:meth:`glcnet.data.masks.MaskSpec.to_dict`), or None; written into the outputs' tags.
+        image_nodata: The training data's ``image_nodata`` setting (``auto``, ``none`` or a
+            number), or None when the checkpoint does not say.
         source: Where these settings were read from (for messages).
     """
 
@@ -61,6 +65,8 @@ class PredictionSettings:
     input_dtype: str | None = None
     input_scale: float | None = None
     ignore_index: int = 255
+    mask_spec: dict | None = None
+    image_nodata: str | float | None = None
     source: str = ""
 
     def __post_init__(self) -> None:

@@ -1,25 +1,36 @@
-"""Sliding-window prediction of a raster file with memory bounded by the window rows, not the scene.
+"""Sliding-window prediction of a raster file in column blocks: memory independent of the scene.
 
-The windows, their Gaussian (or uniform) blending weights, the flip test-time augmentation and the
-batching are exactly those of :func:`glcnet.inference.sliding_window_predict`, and the windows are
-run in the same row-major order and batches. What differs is what is kept: instead of a
-``(K, H, W)`` accumulator for the whole scene, only the rows that may still receive contributions
-are held, ``[top, top + capacity)``. After each batch, every row above the next window's first row
-is final; those rows are divided by their summed weights and handed out as a :class:`RowBlock`, and
-the buffer moves down. The per-pixel sums are added in the same order as in the whole-scene version,
-so the probabilities, and therefore the argmax, are bitwise identical.
+The windows, their Gaussian (or uniform) blending weights and the flip test-time augmentation are
+exactly those of :func:`glcnet.inference.sliding_window_predict`. What differs is what is kept:
+instead of a ``(K, H, W)`` accumulator for the whole scene, the scene is cut into column blocks
+``[x0, x1)`` of ``block_width`` pixels (:func:`column_blocks`), and each block is scanned top to
+bottom over every window that overlaps it, in row-major order, holding only the rows that may still
+receive contributions: ``capacity`` rows across the block's windows. After each batch, every row
+above the next window's first row is final; the block's columns of those rows are divided by their
+summed weights and handed out as a :class:`Block`, and the buffer moves down.
 
-Memory: ``4 * (K + 1) * capacity * W`` bytes for the sums and weights, with
-``capacity = T + stride * ceil((batch_size - 1) / windows_per_row)`` (a bit more than one tile
-row), plus one batch of windows. For 6 classes, T = 256, 50 % overlap and a 20,000 px wide scene
-that is about 0.2 GB whatever the scene's height, against 10.7 GB for a 20,000 x 20,000 scene held
-whole.
+Exactness: a window that straddles a block border is read, run and blended again for each block it
+overlaps, so every pixel gets the contributions of all the windows that cover it, added in the same
+row-major order as in the whole-scene version. The probabilities, and therefore the argmax, are
+bitwise identical, because a window's probabilities do not depend on which windows share its
+batch: every model call gets exactly ``batch_size`` windows (:func:`glcnet.inference.
+window_probabilities` pads the last batch), and with a fixed batch size PyTorch's kernels compute
+each window alike wherever it sits in the batch (with another batch size they may not: its CPU
+convolutions give other last bits for a batch of 1 than for a batch of 8).
 
-Windows whose pixels are all no data (see :mod:`glcnet.prediction.validity`) are not passed to
-the model; their pixels come out as invalid. A valid pixel lies only in windows that hold data, so
-it gets exactly the contributions it would get without skipping. No-data pixels inside a window that
-is run are set to 0 in the model input (after scaling), so fill values such as -9999 or NaN do not
-leak into their neighbours' predictions.
+Memory: ``4 * (K + 1) * capacity * (block_width + 2 * (T - 1))`` bytes at most for the sums and
+weights, with ``capacity = T + stride * ceil((batch_size - 1) / windows_per_block_row)`` (a bit more
+than one tile), plus one batch of windows: it depends on neither the scene's width nor its height.
+For 6 classes, T = 256, 50 % overlap and 4096 px blocks that is 4 x 7 x 384 x 4352 B = 47 MB,
+against 10.7 GB for a 20,000 x 20,000 scene held whole. Cost: the windows across each block border
+are computed twice, about ``(T - stride) / block_width`` more windows (3 % for T = 256, 50 % overlap
+and 4096 px blocks).
+
+Windows whose pixels are all no data (the image's nodata rule, :mod:`glcnet.data.nodata`, or
+non-finite values of a float image) are not passed to the model; their pixels come out as invalid.
+A valid pixel lies only in windows that hold data, so it gets exactly the contributions it would get
+without skipping. No-data pixels inside a window that is run are set to 0 in the model input (after
+scaling), so fill values such as -9999 or NaN do not leak into their neighbours' predictions.
 """
 
 from __future__ import annotations
@@ -32,40 +43,45 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.windows import Window
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
+from glcnet.data.nodata import NodataRule, read_validity
 from glcnet.data.raster import read_window
 from glcnet.inference import (
+    blend_window,
+    eval_mode,
     model_device,
     reflect_pad,
-    sliding_windows,
     window_probabilities,
     window_starts,
     window_weight,
 )
-from glcnet.prediction.validity import ValidityReader
 
-#: Most rows handed out in one :class:`RowBlock` (bounds the per-block temporaries).
+#: Most rows handed out in one :class:`Block` (bounds the per-block temporaries).
 MAX_BLOCK_ROWS = 64
+#: Default width of the column blocks (a multiple of the output GeoTIFF's 256 px tiles).
+DEFAULT_BLOCK_WIDTH = 4096
 
 
 @dataclass
-class RowBlock:
-    """Finished rows of a scene, top to bottom.
+class Block:
+    """Finished pixels of a scene: rows ``[row, row + n)`` of columns ``[col, col + w)``.
 
     Attributes:
-        row: Scene row of the first row of the block.
-        probabilities: Blended softmax probabilities, (K, n, W) float32; 0 where ``valid`` is False.
-        valid: (n, W) bool: the pixel holds data and was predicted.
+        row: Scene row of the block's first row.
+        col: Scene column of the block's first column.
+        probabilities: Blended softmax probabilities, (K, n, w) float32; 0 where ``valid`` is False.
+        valid: (n, w) bool: the pixel holds data and was predicted.
     """
 
     row: int
+    col: int
     probabilities: Tensor
     valid: np.ndarray
 
     def class_indices(self, nodata: int) -> np.ndarray:
-        """The argmax class of each pixel, ``nodata`` where not valid: (n, W) uint8.
+        """The argmax class of each pixel, ``nodata`` where not valid: (n, w) uint8.
 
         Equal to ``probabilities.argmax(0)`` (ties go to the lowest class), computed one class
         plane at a time, which is several times faster than a reduction across planes.
@@ -81,23 +97,71 @@ class RowBlock:
         return labels
 
 
+@dataclass(frozen=True)
+class ColumnBlock:
+    """Columns ``[x0, x1)`` of a scene and the start columns of the windows that overlap them."""
+
+    x0: int
+    x1: int
+    window_cols: tuple[int, ...]
+
+
+def column_blocks(
+    width: int, tile_size: int, stride: int, block_width: int | None = None
+) -> list[ColumnBlock]:
+    """Cut a scene's columns into blocks, each with the windows that overlap it.
+
+    Args:
+        width: Scene width W.
+        tile_size: Window side T.
+        stride: Distance between window starts.
+        block_width: Columns per block (the last block may be narrower); None or >= W: one block.
+
+    Returns:
+        Blocks left to right, covering ``[0, W)`` exactly once; a window whose columns overlap
+        several blocks is listed in each.
+    """
+    if block_width is not None and block_width < 1:
+        raise ValueError(f"block_width must be >= 1 or None, got {block_width}")
+    starts = window_starts(width, tile_size, stride)
+    w = min(tile_size, width)
+    step = width if block_width is None else min(block_width, width)
+    edges = [*range(0, width, step), width]
+    return [
+        ColumnBlock(x0, x1, tuple(c for c in starts if c < x1 and c + w > x0))
+        for x0, x1 in zip(edges[:-1], edges[1:])
+    ]
+
+
 @dataclass
 class ScanStats:
     """What a scan did (filled in while it runs).
 
     Attributes:
         windows: Windows covering the scene.
-        run: Windows passed to the model.
-        skipped: Windows skipped because all their pixels are no data.
+        visits: Windows scanned over all column blocks (a window across a block border counts once
+            per block); ``visits - windows`` windows were computed again.
+        run: Visits passed to the model.
+        skipped: Visits skipped because all their pixels are no data.
         model_batches: Batches passed to the model (each once per flip with ``tta_flip``).
-        buffer_rows: Rows of the probability buffer (its capacity).
+        column_blocks: Column blocks the scene was cut into.
+        buffer_rows: Rows of the probability buffer (its capacity, the largest over the blocks).
+        buffer_cols: Columns of the probability buffer (the largest over the blocks).
     """
 
     windows: int = 0
+    visits: int = 0
     run: int = 0
     skipped: int = 0
     model_batches: int = 0
+    column_blocks: int = 0
     buffer_rows: int = 0
+    buffer_cols: int = 0
+
+    @property
+    def extra_windows(self) -> float:
+        """Windows computed again at block borders, as a fraction of the scene's windows."""
+        return (self.visits - self.windows) / self.windows if self.windows else 0.0
 
 
 class WindowReader:
@@ -108,7 +172,9 @@ class WindowReader:
         band_indexes: 1-based bands, in model order.
         divisors: Per band, the value the pixels are divided by (the dtype maximum for integer
             images, 1 for float images, or the ``scale=`` setting).
-        validity: The image's validity reader.
+        nodata: The image's nodata rule (:func:`glcnet.data.nodata.nodata_rule`), or None when it
+            has none. Non-finite values of float images are no data as well: no model can use them.
+        setting_name: The nodata setting, for messages.
     """
 
     def __init__(
@@ -116,13 +182,22 @@ class WindowReader:
         ds: rasterio.io.DatasetReader,
         band_indexes: Sequence[int],
         divisors: Sequence[float],
-        validity: ValidityReader,
+        nodata: NodataRule | None,
+        setting_name: str = "image_nodata",
     ) -> None:
         self.ds = ds
         self.bands = tuple(int(b) for b in band_indexes)
         self.divisor = torch.tensor(list(divisors), dtype=torch.float32).view(-1, 1, 1)
-        self.validity = validity
+        self.nodata = nodata
+        self.setting_name = setting_name
+        self.is_float = any(np.dtype(ds.dtypes[b - 1]).kind == "f" for b in self.bands)
         self.height, self.width = ds.height, ds.width
+
+    def _validity(self, window: Window, pixels: np.ndarray | None = None) -> np.ndarray:
+        pixels = pixels if pixels is not None and self.nodata.bands == self.bands else None
+        return read_validity(
+            self.ds, self.nodata, window, self.ds.name, pixels, setting_name=self.setting_name
+        )
 
     def read(self, row: int, col: int, h: int, w: int) -> tuple[Tensor | None, np.ndarray | None]:
         """One window: the scaled bands, or None when none of its pixels holds data.
@@ -133,26 +208,33 @@ class WindowReader:
         """
         window = Window(col, row, w, h)
         valid = None
-        if not self.validity.needs_pixels:
-            valid = self.validity.valid(window)
-            if valid is not None and not valid.any():
+        if self.nodata is not None and self.nodata.kind != "value":  # a mask: read it first
+            valid = self._validity(window)
+            if not valid.any():
                 return None, valid
         raw = read_window(self.ds, self.bands, window, self.ds.name)
-        if self.validity.needs_pixels:
-            valid = self.validity.valid(window, raw)
-            if valid is not None and not valid.any():
-                return None, valid
+        if self.nodata is not None and self.nodata.kind == "value":
+            valid = self._validity(window, raw)
+        if self.is_float:
+            finite = np.isfinite(raw).all(axis=0)
+            valid = finite if valid is None else valid & finite
+        if valid is not None and not valid.any():
+            return None, valid
         pixels = torch.from_numpy(raw.astype(np.float32)) / self.divisor
         if valid is not None and not valid.all():
             pixels[:, torch.from_numpy(~valid)] = 0.0
         return pixels, valid
 
 
-class _RowBuffer:
-    """Blended probability sums, weights and validity of the scene rows [top, top + capacity)."""
+class _BlockBuffer:
+    """Blended probability sums, weights and validity of a block of the scene.
 
-    def __init__(self, num_classes: int, capacity: int, width: int) -> None:
+    It holds rows ``[top, top + capacity)`` of columns ``[left, left + width)``.
+    """
+
+    def __init__(self, num_classes: int, capacity: int, left: int, width: int) -> None:
         self.top = 0
+        self.left = left
         self.capacity = capacity
         self.acc = torch.zeros(num_classes, capacity, width, dtype=torch.float32)
         self.norm = torch.zeros(capacity, width, dtype=torch.float32)
@@ -163,26 +245,25 @@ class _RowBuffer:
 
     def mark(self, win: tuple[int, int, int, int], valid: np.ndarray | None) -> None:
         r, c, h, w = win
-        self.valid[r - self.top : r - self.top + h, c : c + w] = True if valid is None else valid
+        r, c = r - self.top, c - self.left
+        self.valid[r : r + h, c : c + w] = True if valid is None else valid
 
     def add(self, probs: Tensor, win: tuple[int, int, int, int], weight: Tensor) -> None:
         r, c, h, w = win
-        r -= self.top
-        wt = weight[:h, :w]
-        self.acc[:, r : r + h, c : c + w] += probs[:, :h, :w] * wt
-        self.norm[r : r + h, c : c + w] += wt
+        blend_window(self.acc, self.norm, probs, (r - self.top, c - self.left, h, w), weight)
 
-    def pop(self, upto: int) -> RowBlock | None:
-        """Hand out the rows [top, upto) (all final) and move the buffer down."""
+    def pop(self, upto: int, x0: int, x1: int) -> Block | None:
+        """Hand out columns [x0, x1) of the rows [top, upto) (all final); move the buffer down."""
         n = upto - self.top
         if n <= 0:
             return None
-        norm = self.norm[:n]
-        probs = self.acc[:, :n] / norm
+        lo, hi = x0 - self.left, x1 - self.left
+        norm = self.norm[:n, lo:hi]
+        probs = self.acc[:, :n, lo:hi] / norm
         seen = (norm > 0).numpy()
         if not seen.all():
             probs[:, torch.from_numpy(~seen)] = 0.0
-        block = RowBlock(self.top, probs, self.valid[:n] & seen)
+        block = Block(self.top, x0, probs, self.valid[:n, lo:hi] & seen)
         keep = self.capacity - n
         for start in range(0, keep, n):  # chunks of n rows: source and target never overlap
             stop = min(start + n, keep)
@@ -196,10 +277,19 @@ class _RowBuffer:
         return block
 
 
-def buffer_rows(height: int, width: int, tile_size: int, stride: int, batch_size: int) -> int:
-    """Rows of probability buffer a scan holds (see the module docstring)."""
-    per_row = len(window_starts(width, tile_size, stride))
-    return min(height, tile_size + stride * math.ceil((batch_size - 1) / per_row))
+def buffer_rows(
+    height: int, windows_per_row: int, tile_size: int, stride: int, batch_size: int
+) -> int:
+    """Rows of probability buffer a block scan holds (see the module docstring).
+
+    Args:
+        height: Scene height H.
+        windows_per_row: Windows per window row of the block.
+        tile_size: Window side T.
+        stride: Distance between window starts.
+        batch_size: Windows per model call.
+    """
+    return min(height, tile_size + stride * math.ceil((batch_size - 1) / windows_per_row))
 
 
 def stream_predict(
@@ -214,8 +304,9 @@ def stream_predict(
     device: str | torch.device | None = None,
     progress: str | None = None,
     stats: ScanStats | None = None,
-) -> Iterator[RowBlock]:
-    """Predict a raster window by window and yield its rows as soon as they are final.
+    block_width: int | None = DEFAULT_BLOCK_WIDTH,
+) -> Iterator[Block]:
+    """Predict a raster column block by column block and yield its pixels as soon as they are final.
 
     Args:
         model: Maps (B, C, T, T) float32 to logits (B, K, T, T); an ``nn.Module`` runs in eval
@@ -230,65 +321,93 @@ def stream_predict(
         device: Where the model runs; None: its parameters' device.
         progress: Label of a progress bar over the windows; None: no bar.
         stats: Filled in with what the scan did.
+        block_width: Columns per block (see :func:`column_blocks`); None: the whole width.
 
     Yields:
-        Consecutive :class:`RowBlock` s covering rows 0 .. H-1 exactly once, in order.
+        :class:`Block` s covering every pixel exactly once: column blocks left to right, each
+        from its top row to the bottom in consecutive row ranges.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stats = stats if stats is not None else ScanStats()
     height, width = reader.height, reader.width
-    windows = sliding_windows(height, width, tile_size, stride)
+    rows = window_starts(height, tile_size, stride)
+    blocks = column_blocks(width, tile_size, stride, block_width)
     weight = window_weight(tile_size, blend)
     device = torch.device(device) if device is not None else model_device(model)
-    capacity = buffer_rows(height, width, tile_size, stride, batch_size)
-    stats.windows, stats.buffer_rows = len(windows), capacity
-    was_training = model.training if isinstance(model, nn.Module) else None
-    if was_training is not None:
-        model.eval()
+    stats.windows = len(rows) * len(window_starts(width, tile_size, stride))
+    stats.visits = len(rows) * sum(len(b.window_cols) for b in blocks)
+    stats.column_blocks = len(blocks)
+    bar = tqdm(total=stats.visits, desc=progress, unit="win", disable=progress is None)
+    with eval_mode(model), bar:
+        for block in blocks:
+            yield from _scan_block(
+                model, reader, block, rows, num_classes, tile_size, stride, weight, batch_size,
+                tta_flip, device, bar, stats,
+            )  # fmt: skip
+
+
+def _scan_block(
+    model: Callable[[Tensor], Tensor],
+    reader: WindowReader,
+    block: ColumnBlock,
+    rows: list[int],
+    num_classes: int,
+    tile_size: int,
+    stride: int,
+    weight: Tensor,
+    batch_size: int,
+    tta_flip: bool,
+    device: torch.device,
+    bar: tqdm,
+    stats: ScanStats,
+) -> Iterator[Block]:
+    """The windows overlapping one column block, in row-major order; yields its finished rows."""
+    height = reader.height
+    h, w = min(tile_size, height), min(tile_size, reader.width)
+    windows = [(r, c, h, w) for r in rows for c in block.window_cols]
+    left, right = block.window_cols[0], block.window_cols[-1] + w
+    capacity = buffer_rows(height, len(block.window_cols), tile_size, stride, batch_size)
+    stats.buffer_rows = max(stats.buffer_rows, capacity)
+    stats.buffer_cols = max(stats.buffer_cols, right - left)
+    with torch.inference_mode():
+        buffer = _BlockBuffer(num_classes, capacity, left, right - left)
     pending: list[tuple[tuple[int, int, int, int], Tensor]] = []
-    bar = tqdm(total=len(windows), desc=progress, unit="win", disable=progress is None)
-    try:
+
+    def run_pending() -> None:
+        if not pending:
+            return
         with torch.inference_mode():
-            buffer = _RowBuffer(num_classes, capacity, width)
+            x = torch.stack([reflect_pad(p, tile_size, tile_size) for _, p in pending])
+            probs = window_probabilities(
+                model, x.to(device), num_classes, tta_flip, pad_to=batch_size
+            ).cpu()
+            for p, (win, _) in zip(probs, pending):
+                buffer.add(p, win, weight)
+        stats.run += len(pending)
+        stats.model_batches += 1
+        pending.clear()
 
-        def run_pending() -> None:
-            if not pending:
-                return
+    def pop(upto: int) -> Iterator[Block]:
+        while buffer.top < upto:  # small blocks keep the per-block temporaries small
             with torch.inference_mode():
-                x = torch.stack([reflect_pad(p, tile_size, tile_size) for _, p in pending])
-                probs = window_probabilities(model, x.to(device), num_classes, tta_flip).cpu()
-                for p, (win, _) in zip(probs, pending):
-                    buffer.add(p, win, weight)
-            stats.run += len(pending)
-            stats.model_batches += 1
-            pending.clear()
+                out = buffer.pop(min(upto, buffer.top + MAX_BLOCK_ROWS), block.x0, block.x1)
+            yield out
 
-        def pop(upto: int) -> Iterator[RowBlock]:
-            while buffer.top < upto:  # small blocks keep the per-block temporaries small
-                with torch.inference_mode():
-                    block = buffer.pop(min(upto, buffer.top + MAX_BLOCK_ROWS))
-                yield block
-
-        for i, win in enumerate(windows):
-            row, col, h, w = win
-            if not buffer.holds(row, h):  # only after skipped windows: run what waits, move down
-                run_pending()
-                yield from pop(row)
-            pixels, valid = reader.read(row, col, h, w)
-            buffer.mark(win, valid)
-            bar.update(1)
-            if pixels is None:
-                stats.skipped += 1
-                continue
-            pending.append((win, pixels))
-            if len(pending) == batch_size:
-                run_pending()
-                upto = windows[i + 1][0] if i + 1 < len(windows) else height
-                yield from pop(upto)
-        run_pending()
-        yield from pop(height)
-    finally:
-        bar.close()
-        if was_training is not None:
-            model.train(was_training)
+    for i, win in enumerate(windows):
+        row, col, wh, ww = win
+        if not buffer.holds(row, wh):  # only after skipped windows: run what waits, move down
+            run_pending()
+            yield from pop(row)
+        pixels, valid = reader.read(row, col, wh, ww)
+        buffer.mark(win, valid)
+        bar.update(1)
+        if pixels is None:
+            stats.skipped += 1
+            continue
+        pending.append((win, pixels))
+        if len(pending) == batch_size:
+            run_pending()
+            yield from pop(windows[i + 1][0] if i + 1 < len(windows) else height)
+    run_pending()
+    yield from pop(height)

@@ -19,6 +19,8 @@ Schema (``version`` 1)::
               label_seed, subset_file}
       input_scaling: {rule, image_dtype, divisor, mean, std}
       mask_spec: the data set's mask specification (``mask_spec.to_dict()``) or null
+      image_nodata: the data set's image nodata setting ("auto", "none" or a number; absent in
+                    records written before it was added)
     model: {encoder, in_channels, num_classes, output_stride, decoder_channels, encoder_depth,
             encoder_weights}
     method: pretraining method target (pretrain) or null
@@ -169,6 +171,7 @@ def data_record(data: Any, dataset: Dataset, split: Mapping[str, Any] | None = N
             },
             "input_scaling": _input_scaling(ds),
             "mask_spec": mask_spec.to_dict() if hasattr(mask_spec, "to_dict") else mask_spec,
+            "image_nodata": getattr(ds, "image_nodata", None),
         }
     )
 
