@@ -285,9 +285,12 @@ def window_probabilities(
                 f"model output must be logits (B, num_classes, T, T) = {expected}, got {got}"
             )
         probs = torch.softmax(logits.float(), dim=1)
+        del logits  # one (N, K, T, T) temporary at a time
         probs = probs.flip(dims) if dims else probs
-        total = probs if total is None else total + probs
-    return (total / len(flips))[:count]
+        total = probs if total is None else total.add_(probs)
+    if len(flips) > 1:
+        total.div_(len(flips))
+    return total[:count]
 
 
 def sliding_window_predict(

@@ -22,7 +22,9 @@ def main(cfg: DictConfig) -> None:
     result = report_input_errors(lambda: run_predict(cfg))
     for scene in result["scenes"]:
         s = scene.stats
-        print(f"{scene.image}: {s.run} of {s.windows} windows run ({s.skipped} without data)")
+        twice = s.visits - s.windows
+        again = f"; {twice} across column-block borders counted twice" if twice else ""
+        print(f"{scene.image}: {s.run} of {s.visits} windows run ({s.skipped} without data{again})")
         for kind, path in scene.files.items():
             print(f"  {kind}: {path}")
 

@@ -352,9 +352,12 @@ def run_predict(cfg: DictConfig) -> dict:
         result = predict_scene(model, settings, image, out_dir, options, device=device)
         s = result.stats
         log.info(
-            "%s: %d windows, %d run, %d skipped (no data) -> %s",
+            "%s: %d windows in %d column block(s), %d computed again at block borders; %d run, "
+            "%d skipped (no data) -> %s",
             image.name,
             s.windows,
+            s.column_blocks,
+            s.visits - s.windows,
             s.run,
             s.skipped,
             ", ".join(str(p) for p in result.files.values()),

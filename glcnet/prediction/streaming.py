@@ -229,16 +229,25 @@ class WindowReader:
 class _BlockBuffer:
     """Blended probability sums, weights and validity of a block of the scene.
 
-    It holds rows ``[top, top + capacity)`` of columns ``[left, left + width)``.
+    It holds rows ``[top, top + capacity)`` of columns ``[left, left + width)``. The storage is
+    allocated once per scan, for the largest block, and reused by every block (:meth:`start`).
     """
 
-    def __init__(self, num_classes: int, capacity: int, left: int, width: int) -> None:
-        self.top = 0
-        self.left = left
-        self.capacity = capacity
-        self.acc = torch.zeros(num_classes, capacity, width, dtype=torch.float32)
-        self.norm = torch.zeros(capacity, width, dtype=torch.float32)
-        self.valid = np.zeros((capacity, width), dtype=bool)
+    def __init__(self, num_classes: int, capacity: int, width: int) -> None:
+        self._acc = torch.zeros(num_classes, capacity, width, dtype=torch.float32)
+        self._norm = torch.zeros(capacity, width, dtype=torch.float32)
+        self._valid = np.zeros((capacity, width), dtype=bool)
+        self.start(0, width, capacity)
+
+    def start(self, left: int, width: int, capacity: int) -> None:
+        """Begin a block: rows ``[0, capacity)`` of columns ``[left, left + width)``, all zero."""
+        self.top, self.left, self.capacity = 0, left, capacity
+        self.acc = self._acc[:, :capacity, :width]
+        self.norm = self._norm[:capacity, :width]
+        self.valid = self._valid[:capacity, :width]
+        self.acc.zero_()
+        self.norm.zero_()
+        self.valid[:] = False
 
     def holds(self, row: int, h: int) -> bool:
         return row >= self.top and row + h <= self.top + self.capacity
@@ -338,11 +347,22 @@ def stream_predict(
     stats.windows = len(rows) * len(window_starts(width, tile_size, stride))
     stats.visits = len(rows) * sum(len(b.window_cols) for b in blocks)
     stats.column_blocks = len(blocks)
+    h, w = min(tile_size, height), min(tile_size, width)
+    spans = [(b.window_cols[-1] + w - b.window_cols[0]) for b in blocks]
+    capacities = [
+        buffer_rows(height, len(b.window_cols), tile_size, stride, batch_size) for b in blocks
+    ]
+    stats.buffer_rows, stats.buffer_cols = max(capacities), max(spans)
+    with torch.inference_mode():
+        buffer = _BlockBuffer(num_classes, stats.buffer_rows, stats.buffer_cols)
     bar = tqdm(total=stats.visits, desc=progress, unit="win", disable=progress is None)
     with eval_mode(model), bar:
-        for block in blocks:
+        for block, span, capacity in zip(blocks, spans, capacities):
+            with torch.inference_mode():
+                buffer.start(block.window_cols[0], span, capacity)
+            windows = [(r, c, h, w) for r in rows for c in block.window_cols]
             yield from _scan_block(
-                model, reader, block, rows, num_classes, tile_size, stride, weight, batch_size,
+                model, reader, block, windows, buffer, num_classes, tile_size, weight, batch_size,
                 tta_flip, device, bar, stats,
             )  # fmt: skip
 
@@ -351,10 +371,10 @@ def _scan_block(
     model: Callable[[Tensor], Tensor],
     reader: WindowReader,
     block: ColumnBlock,
-    rows: list[int],
+    windows: list[tuple[int, int, int, int]],
+    buffer: _BlockBuffer,
     num_classes: int,
     tile_size: int,
-    stride: int,
     weight: Tensor,
     batch_size: int,
     tta_flip: bool,
@@ -362,16 +382,8 @@ def _scan_block(
     bar: tqdm,
     stats: ScanStats,
 ) -> Iterator[Block]:
-    """The windows overlapping one column block, in row-major order; yields its finished rows."""
+    """Run one column block's windows (row-major order) through ``buffer``; yield finished rows."""
     height = reader.height
-    h, w = min(tile_size, height), min(tile_size, reader.width)
-    windows = [(r, c, h, w) for r in rows for c in block.window_cols]
-    left, right = block.window_cols[0], block.window_cols[-1] + w
-    capacity = buffer_rows(height, len(block.window_cols), tile_size, stride, batch_size)
-    stats.buffer_rows = max(stats.buffer_rows, capacity)
-    stats.buffer_cols = max(stats.buffer_cols, right - left)
-    with torch.inference_mode():
-        buffer = _BlockBuffer(num_classes, capacity, left, right - left)
     pending: list[tuple[tuple[int, int, int, int], Tensor]] = []
 
     def run_pending() -> None:
