@@ -16,6 +16,7 @@ from tqdm import tqdm
 from glcnet.data.classes import BOUNDARY_COLOR, decode_palette
 from glcnet.inference import sliding_window_predict, write_prediction_geotiff
 from glcnet.metrics import ConfusionMatrix, format_metrics_table, segmentation_metrics
+from glcnet.models.linear_probe import is_linear_probe_state, linear_probe_for_state
 from glcnet.models.segmenter import Segmenter
 from glcnet.training.export import CheckpointMismatchError
 from glcnet.training.pretrain import output_dir_of
@@ -33,7 +34,8 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
         path: The checkpoint (e.g. ``<run>/checkpoints/best.ckpt``).
 
     Returns:
-        The model, in eval mode.
+        The model, in eval mode; wrapped in a :class:`glcnet.models.linear_probe.LinearProbe` when
+        the checkpoint holds one (``probe=linear`` runs).
 
     Raises:
         CheckpointMismatchError: The checkpoint's keys or shapes do not fit (named in the message).
@@ -45,8 +47,10 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: not a fine-tuning checkpoint")
-    own = model.state_dict()
     theirs = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if is_linear_probe_state(theirs):
+        model = linear_probe_for_state(model, theirs)
+    own = model.state_dict()
     missing = sorted(set(own) - set(theirs))
     unexpected = sorted(set(theirs) - set(own))
     shape = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)

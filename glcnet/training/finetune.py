@@ -16,6 +16,8 @@ from glcnet.data.tile_data import load_subset, save_subset
 from glcnet.training.export import load_pretrained
 from glcnet.training.finetune_module import FinetuneModule
 from glcnet.training.pretrain import output_dir_of
+from glcnet.training.probes import frozen_parts, linear_probe_setup
+from glcnet.training.provenance import INIT_RECORD, write_init_record
 from glcnet.training.runtime import build_trainer, save_run_config, seed_everything
 from glcnet.utils.config import instantiate
 
@@ -85,19 +87,22 @@ def run_finetune(cfg: DictConfig) -> dict:
     log.info("fine-tuning on %d of %d training tiles", len(train), len(train_full))
 
     model = instantiate(cfg.model)
+    parts: list[str] = []
     if cfg.pretrained:
         parts = load_pretrained(model, cfg.pretrained, transfer=cfg.transfer)
         log.info("initialised %s from %s", "+".join(parts), cfg.pretrained)
+    write_init_record(out / INIT_RECORD, model, cfg.pretrained, cfg.transfer, parts)
     module = FinetuneModule(
         model,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=cfg.scheduler,
         warmup_steps=cfg.warmup_steps,
-        freeze_encoder=cfg.freeze_encoder,
         ignore_index=data.ignore_index,
         class_names=names,
         exclude_from_mean=list(cfg.exclude_from_mean),
+        frozen=frozen_parts(cfg.probe, cfg.transfer, cfg.freeze_encoder),
+        bn_mode=cfg.bn_mode,
     )
     train_set = AugmentedTiles(train, instantiate(cfg.train_augment))
     loader = data.loader(train_set, train=True)
@@ -114,6 +119,8 @@ def run_finetune(cfg: DictConfig) -> dict:
             persistent_workers=data.num_workers > 0,
         )
     val_loader = data.loader(data.dataset("val", labeled=True), train=False)
+    if cfg.probe == "linear":  # the same settings, on cached features of the frozen network
+        module, loader, val_loader = linear_probe_setup(module, cfg, data, train)
     trainer = build_trainer(cfg, out, monitor="val/mIoU")
     trainer.fit(
         module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=cfg.ckpt_path
