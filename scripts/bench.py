@@ -1,5 +1,6 @@
 """Benchmarks (`make bench`): loss time/memory vs. a plain formulation, pretraining-step overhead,
-data pipeline vs. model throughput. Ratios are measured in one run; results go to bench_results/.
+data pipeline vs. model throughput, cost of the pretraining health diagnostics. Ratios are
+measured in one run; results go to bench_results/.
 
 python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192]
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from glcnet.bench.diagnostics import bench_diagnostics
 from glcnet.bench.losses import bench_contrastive_losses
 from glcnet.bench.method_losses import bench_method_losses
 from glcnet.bench.pretrain_step import bench_pretrain_step
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "bench_results"))
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--batch", type=int, default=8, help="pairs per pretraining step")
+    parser.add_argument("--diagnostics-every", type=int, default=50, help="as diagnostics_every")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [256, 1024]
@@ -75,12 +78,29 @@ def main() -> None:
         f"2B batch, {step['ssl_overhead_two_passes']:.3f} with two passes of B (concat_views=false)"
     )
     print(f"loader pairs/s / model pairs/s (must be > 1): {step['loader_vs_model']:.2f}")
+
+    print("\n(c) pretraining health diagnostics (embedding statistics + k-NN probe on 8 tiles)")
+    diag = bench_diagnostics(
+        encoder=args.encoder,
+        batch_size=8 if args.quick else 32,
+        view_size=112,
+        tile_size=128,
+        every=args.diagnostics_every,
+        device=args.device,
+    )
+    for key, value in diag.items():
+        print(f"  {key:<32} {value:.4g}" if isinstance(value, float) else f"  {key:<32} {value}")
+    print(
+        f"diagnostics overhead at diagnostics_every={diag['every']} (target < 0.05): "
+        f"{diag['overhead']:.4f}"
+    )
     result = {
         "when": stamp,
         "device": args.device,
         "losses": loss_rows,
         "method_losses": method_rows,
         "pretrain_step": step,
+        "diagnostics": diag,
     }
     (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {out / f'bench_{args.device}.json'}")

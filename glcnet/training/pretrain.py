@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from glcnet.data.paired import PairedViewDataset
+from glcnet.training.diagnostics import PretrainDiagnostics, build_knn_probe
 from glcnet.training.export import export_pretrained
 from glcnet.training.pretrain_module import PretrainModule
 from glcnet.training.runtime import build_trainer, save_run_config, seed_everything
@@ -87,7 +88,10 @@ def run_pretrain(cfg: DictConfig) -> dict:
         warmup_steps=cfg.warmup_steps,
         diagnostics_every=cfg.diagnostics_every,
     )
-    trainer = build_trainer(cfg, out, callbacks=[ViewPairImages(cfg.diagnostics_every)])
+    health = PretrainDiagnostics(
+        cfg.diagnostics_every, build_knn_probe(data, cfg.diagnostics_probe_tiles)
+    )
+    trainer = build_trainer(cfg, out, callbacks=[ViewPairImages(cfg.diagnostics_every), health])
     trainer.fit(module, train_dataloaders=loader, ckpt_path=cfg.ckpt_path)
     export = out / cfg.export_name
     if trainer.is_global_zero:
