@@ -21,9 +21,10 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
     from glcnet.data.classes import UnknownColorError
     from glcnet.data.errors import DataError, MissingDataError, SubsetError
     from glcnet.models.segmenter import EncoderWeightsError
-    from glcnet.protocol import ProtocolResumeError
+    from glcnet.protocol import ProtocolError
     from glcnet.training.export import CheckpointMismatchError
     from glcnet.training.pretrain_module import NonFiniteLossError
+    from glcnet.training.probes import ProbeCacheError
 
     user_errors = (  # EmptyFolderError is a MissingDataError
         DataError,
@@ -33,7 +34,8 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
         EncoderWeightsError,
         CheckpointMismatchError,
         NonFiniteLossError,
-        ProtocolResumeError,
+        ProbeCacheError,
+        ProtocolError,
     )
     try:
         return run()
