@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -162,10 +163,14 @@ def _eval_list(evals: Sequence[str], variants: Mapping[str, Sequence[str]]) -> l
             f"protocol.evals holds {unknown}; choose among {sorted(EVAL_PROBES)} "
             "(recipe variants go in protocol.finetune_variants)"
         )
-    for name in variants:
-        if not name or any(c in name for c in " /:=[],"):
+    for name, value in variants.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
             raise ProtocolConfigError(
-                f"protocol.finetune_variants name {name!r}: use letters, digits, '_', '-', '.'"
+                f"protocol.finetune_variants name {name!r}: use letters, digits, '_' and '-' only"
+            )
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ProtocolConfigError(
+                f"protocol.finetune_variants.{name} must be a list of overrides, got {value!r}"
             )
     return list(dict.fromkeys([*names, *(f"finetune:{v}" for v in variants)]))
 
@@ -244,7 +249,9 @@ def run_protocol(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ProtocolConfigError(f"protocol.seeds must be distinct seeds, got {seeds}")
     method_overrides = {k: list(v) for k, v in (method_overrides or {}).items()}
-    variants = {k: list(v) for k, v in (finetune_variants or {}).items()}
+    variants = {
+        k: v if isinstance(v, str) else list(v) for k, v in (finetune_variants or {}).items()
+    }
     eval_overrides = {k: list(v) for k, v in (eval_overrides or {}).items()}
     eval_names = _eval_list(evals, variants)
     bad = sorted(set(eval_overrides) - set(EVAL_PROBES))
