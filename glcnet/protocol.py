@@ -250,7 +250,8 @@ def run_protocol(
         raise ProtocolConfigError(f"protocol.seeds must be distinct seeds, got {seeds}")
     method_overrides = {k: list(v) for k, v in (method_overrides or {}).items()}
     variants = {
-        k: v if isinstance(v, str) else list(v) for k, v in (finetune_variants or {}).items()
+        k: list(v) if isinstance(v, list | tuple) else v
+        for k, v in (finetune_variants or {}).items()
     }
     eval_overrides = {k: list(v) for k, v in (eval_overrides or {}).items()}
     eval_names = _eval_list(evals, variants)
@@ -267,6 +268,19 @@ def run_protocol(
         check_overrides(f"protocol.eval_overrides.{name}", extra, "finetune")
     for name, extra in variants.items():
         check_overrides(f"protocol.finetune_variants.{name}", extra, "finetune")
+    if pretrain_steps is not None:
+        for where, extra in [
+            ("pretrain_overrides", pretrain_overrides),
+            *((f"method_overrides.{m}", v) for m, v in method_overrides.items()),
+        ]:
+            clash = [
+                o for o in extra if override_key(o) in ("trainer.max_steps", "trainer.max_epochs")
+            ]
+            if clash:
+                raise ProtocolConfigError(
+                    f"protocol.{where} holds {clash[0]!r} while protocol.pretrain_steps="
+                    f"{pretrain_steps} sets the pretraining length; keep one of them"
+                )
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "seed": seed,
@@ -282,6 +296,9 @@ def run_protocol(
         if name.startswith("finetune:"):
             own += variants[name.split(":", 1)[1]]
         _remember(out, state, "eval_overrides", name, own, f"eval {name} was run")
+    for method in methods:  # checked before any row, so a refused resume changes nothing
+        own = method_overrides.get(method, [])
+        _remember(out, state, "method_overrides", method, own, f"{method} was pretrained")
     done = {row_key(r): r for r in _load_rows(out)} if resume else {}
     steps = (
         [f"trainer.max_steps={int(pretrain_steps)}", "trainer.max_epochs=-1"]
@@ -330,7 +347,6 @@ def run_protocol(
         run_rows("random", None, plan)
     for method in methods:
         own = method_overrides.get(method, [])
-        _remember(out, state, "method_overrides", method, own, f"{method} was pretrained")
         plan = [(t, ev) for t in transfers for ev in eval_names]
         needed = any(
             (method, t, ev, f, s) not in done
