@@ -222,7 +222,8 @@ def run_protocol(
             ["optimizer.lr=1e-2"]}`` (``finetune`` entries also apply to its variants).
         finetune_variants: Fine-tuning recipes compared under identical conditions: each
             ``name: [overrides]`` adds the eval ``finetune:<name>`` for every init, e.g.
-            ``{"enc_lr0.1": ["optimizer.encoder_lr_scale=0.1"]}``.
+            ``{"enc_lr01": ["optimizer.encoder_lr_scale=0.1"]}`` (names: letters, digits, ``_``,
+            ``-``).
         pretrain_steps: Optimizer steps of every pretraining (``trainer.max_steps``, with
             ``trainer.max_epochs=-1``); None: as the overrides say.
         common_overrides: Overrides of every stage: data and model settings go here.
@@ -313,9 +314,9 @@ def run_protocol(
     rows: list[dict] = []
     runner = _RowRunner(config_dir, out, state, common_overrides, finetune_overrides)
 
-    def finish(row: dict, plot: bool = False) -> None:
+    def finish(row: dict) -> None:
         rows.append(row)
-        write_results(out, rows, order, state["pretrain_s"], plot=plot)
+        write_results(out, rows, order, state["pretrain_s"], plot=False)
 
     def run_rows(init: str, weights: str | None, plan: list[tuple[str | None, str]]) -> None:
         for transfer, ev in plan:
