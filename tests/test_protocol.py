@@ -43,7 +43,8 @@ def _data_identity(run_dir) -> dict:
     return {k: data[k] for k in ("root", "tile_size", "bands", "eroded", "num_classes", "stride")}
 
 
-def test_protocol_seeds_evals_statistics_and_resume(tiny_sample_root, tmp_path, monkeypatch):
+def _spy(monkeypatch) -> dict:
+    """Record the pretraining and fine-tuning runs the protocol starts."""
     import glcnet.protocol as protocol
 
     calls = {"pretrain": [], "finetune": []}
@@ -59,18 +60,111 @@ def test_protocol_seeds_evals_statistics_and_resume(tiny_sample_root, tmp_path, 
 
     monkeypatch.setattr(protocol, "run_pretrain", spy_pretrain)
     monkeypatch.setattr(protocol, "run_finetune", spy_finetune)
+    return calls
+
+
+def _check_rows(tmp_path, rows: list[dict]) -> None:
+    """Numbers, not files: each row is its evaluation, started from the right weights, on the
+    data of its pretraining, with one label subset per seed shared by every init."""
+    export = tmp_path / "pretrain_glcnet" / "pretrained.pt"
+    exported = state_fingerprint(torch.load(export, weights_only=True)["encoder"])
+    subsets: dict[int, set] = {}
+    for r in rows:
+        run = tmp_path / r["run"]
+        ev_dir = tmp_path / r["run"].replace("finetune_", "evaluate_", 1)
+        metrics = json.loads((ev_dir / "metrics.json").read_text())
+        for k in ("mIoU", "mF1", "OA", "Kappa"):
+            assert r[k] == metrics[k]
+        init = json.loads((run / "init.json").read_text())
+        if r["init"] == "glcnet":
+            assert r["pretrained"] == str(export) and init["pretrained"] == str(export)
+            assert init["encoder_sha256"] == exported
+        else:
+            assert r["pretrained"] is None and init["pretrained"] is None
+            assert init["loaded"] == [] and init["encoder_sha256"] != exported
+        probe = yaml.safe_load((run / "config.yaml").read_text())["probe"]
+        assert probe == {"finetune": "none", "frozen": "frozen", "linear": "linear"}[r["eval"]]
+        assert (
+            _data_identity(run)
+            == _data_identity(ev_dir)
+            == _data_identity(tmp_path / "pretrain_glcnet")
+        )
+        tiles = json.loads((run / "label_subset.json").read_text())["tiles"]
+        subsets.setdefault(r["seed"], set()).add(json.dumps(tiles))
+    assert all(len(v) == 1 for v in subsets.values())  # one subset per seed, shared by every row
+    assert len({next(iter(v)) for v in subsets.values()}) == len(subsets)  # each seed its own
+
+
+def _check_statistics(tmp_path, rows: list[dict], ev: str) -> None:
+    """summary.json against a hand computation: mean, sample std, paired Δ and its t-interval."""
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    recomputed = json.loads(json.dumps(summarize_rows(rows)).replace("NaN", "null"))
+    key = lambda e: (e["init"], str(e["transfer"]), e["eval"])  # noqa: E731
+    assert sorted(summary, key=key) == sorted(recomputed, key=key)
+    entry = next(e for e in summary if (e["init"], e["eval"]) == ("glcnet", ev))
+    mine = {r["seed"]: r["mIoU"] for r in rows if (r["init"], r["eval"]) == ("glcnet", ev)}
+    base = {r["seed"]: r["mIoU"] for r in rows if (r["init"], r["eval"]) == ("random", ev)}
+    assert entry["mIoU_mean"] == pytest.approx((mine[0] + mine[1]) / 2)
+    assert entry["mIoU_std"] == pytest.approx(abs(mine[0] - mine[1]) / math.sqrt(2))
+    d = [mine[s] - base[s] for s in (0, 1)]
+    half = student_t.ppf(0.975, 1) * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)
+    assert entry["delta"]["mIoU"]["mean"] == pytest.approx(sum(d) / 2)
+    assert entry["delta"]["mIoU"]["low"] == pytest.approx(sum(d) / 2 - half)
+    assert entry["delta"]["mIoU"]["high"] == pytest.approx(sum(d) / 2 + half)
+    table = (tmp_path / "results.md").read_text()
+    assert f"| glcnet | encoder | {ev} | 5% |" in table and "95 % Student-t" in table
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("init,transfer,eval,label_fraction,labeled_tiles,seed,mIoU")
+    assert len(csv_lines) == 1 + len(rows)
+
+
+def test_protocol_rows_statistics_and_provenance(tiny_sample_root, tmp_path, monkeypatch):
+    calls = _spy(monkeypatch)
     args = _tiny_protocol_args(tiny_sample_root)
     args["method_overrides"] = {"glcnet": ["method.temperature=0.25"]}
-
-    first = run_protocol(output_dir=tmp_path, seeds=[0], evals=["finetune"], **args)
-    assert [(r["init"], r["transfer"], r["eval"], r["seed"]) for r in first] == [
+    rows = run_protocol(output_dir=tmp_path, seeds=[0, 1], evals=["finetune"], **args)
+    assert [(r["init"], r["transfer"], r["eval"], r["seed"]) for r in rows] == [
         ("random", None, "finetune", 0),
+        ("random", None, "finetune", 1),
         ("glcnet", "encoder", "finetune", 0),
+        ("glcnet", "encoder", "finetune", 1),
     ]
     used = (tmp_path / "pretrain_glcnet" / "config.yaml").read_text()
     assert "temperature: 0.25" in used  # the method's own overrides reach its pretraining
-    assert calls["pretrain"] == [(None, 2, -1)]  # protocol.pretrain_steps
+    assert calls["pretrain"] == [(None, 2, -1)]  # protocol.pretrain_steps, once per method
+    _check_rows(tmp_path, rows)
+    _check_statistics(tmp_path, rows, "finetune")
+    assert (tmp_path / "results.png").stat().st_size > 1000
 
+    # everything finished: a resume only re-reads
+    again = run_protocol(output_dir=tmp_path, seeds=[0, 1], evals=["finetune"], resume=True, **args)
+    assert again == rows and len(calls["finetune"]) == 4 and len(calls["pretrain"]) == 1
+    refused = [
+        (
+            {"finetune_overrides": [*args["finetune_overrides"], "optimizer.lr=0.1"]},
+            "finetune_overrides",
+        ),
+        ({"method_overrides": {"glcnet": ["method.temperature=0.2"]}}, "glcnet was pretrained"),
+        ({"eval_overrides": {"finetune": ["optimizer.lr=2e-3"]}}, "eval finetune was run"),
+        ({"pretrain_steps": 3}, "pretrain_steps"),
+    ]
+    for change, match in refused:
+        with pytest.raises(ProtocolResumeError, match=match):
+            run_protocol(output_dir=tmp_path, seeds=[0], resume=True, **{**args, **change})
+    assert json.loads((tmp_path / "results.json").read_text()) == rows  # refusals change nothing
+    assert len(calls["finetune"]) == 4
+    with pytest.raises(ProtocolResumeError, match="nothing to resume"):
+        run_protocol(output_dir=tmp_path / "new", resume=True, **args)
+
+
+@pytest.mark.slow
+def test_protocol_resume_continues_pretraining_and_adds_seeds_and_evals(
+    tiny_sample_root, tmp_path, monkeypatch
+):
+    calls = _spy(monkeypatch)
+    args = _tiny_protocol_args(tiny_sample_root)
+    first = run_protocol(output_dir=tmp_path, seeds=[0], evals=["finetune"], **args)
     # an interrupted pretraining (weights gone, checkpoint left); seed 1 and the linear probe added
     (tmp_path / "pretrain_glcnet" / "pretrained.pt").unlink()
     rows = run_protocol(
@@ -91,91 +185,17 @@ def test_protocol_seeds_evals_statistics_and_resume(tiny_sample_root, tmp_path, 
     }
     kept = {r["run"]: r for r in rows}
     assert all(kept[r["run"]] == r for r in first)  # kept, not recomputed
-    assert len(calls["finetune"]) == 8 and sorted(calls["finetune"][:2]) == sorted(
-        r["run"] for r in first
-    )
-
-    export = tmp_path / "pretrain_glcnet" / "pretrained.pt"
-    exported = state_fingerprint(torch.load(export, weights_only=True)["encoder"])
-    subsets: dict[int, set] = {}
-    for r in rows:
-        run = tmp_path / r["run"]
-        # the row is its evaluate stage's metrics.json
-        metrics = json.loads(
-            (tmp_path / r["run"].replace("finetune_", "evaluate_", 1) / "metrics.json").read_text()
+    assert len(calls["finetune"]) == 8
+    _check_rows(tmp_path, rows)
+    _check_statistics(tmp_path, rows, "linear")
+    with pytest.raises(ProtocolResumeError, match="eval linear was run"):
+        run_protocol(
+            output_dir=tmp_path,
+            seeds=[0],
+            evals=["finetune", "linear"],
+            resume=True,
+            **{**args, "eval_overrides": {"linear": ["optimizer.lr=0.5"]}},
         )
-        for k in ("mIoU", "mF1", "OA", "Kappa"):
-            assert r[k] == metrics[k]
-        # pretrained rows start from the export, random rows from no file
-        init = json.loads((run / "init.json").read_text())
-        if r["init"] == "glcnet":
-            assert r["pretrained"] == str(export) and init["pretrained"] == str(export)
-            assert init["encoder_sha256"] == exported
-        else:
-            assert r["pretrained"] is None and init["pretrained"] is None
-            assert init["loaded"] == [] and init["encoder_sha256"] != exported
-        probe = yaml.safe_load((run / "config.yaml").read_text())["probe"]
-        assert probe == {"finetune": "none", "linear": "linear"}[r["eval"]]
-        # every stage of the row reads the same data
-        ev_dir = tmp_path / r["run"].replace("finetune_", "evaluate_", 1)
-        assert (
-            _data_identity(run)
-            == _data_identity(ev_dir)
-            == _data_identity(tmp_path / "pretrain_glcnet")
-        )
-        tiles = json.loads((run / "label_subset.json").read_text())["tiles"]
-        subsets.setdefault(r["seed"], set()).add(json.dumps(tiles))
-    assert all(len(v) == 1 for v in subsets.values())  # one subset per seed, shared by every row
-    assert subsets[0] != subsets[1]  # each seed draws its own
-
-    # statistics in summary.json: mean, sample std, paired difference and t-interval by hand
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    recomputed = json.loads(json.dumps(summarize_rows(rows)).replace("NaN", "null"))
-    key = lambda e: (e["init"], str(e["transfer"]), e["eval"])  # noqa: E731
-    assert sorted(summary, key=key) == sorted(recomputed, key=key)
-    entry = next(e for e in summary if (e["init"], e["eval"]) == ("glcnet", "linear"))
-    mine = {r["seed"]: r["mIoU"] for r in rows if (r["init"], r["eval"]) == ("glcnet", "linear")}
-    base = {r["seed"]: r["mIoU"] for r in rows if (r["init"], r["eval"]) == ("random", "linear")}
-    assert entry["mIoU_mean"] == pytest.approx((mine[0] + mine[1]) / 2)
-    assert entry["mIoU_std"] == pytest.approx(abs(mine[0] - mine[1]) / math.sqrt(2))
-    d = [mine[s] - base[s] for s in (0, 1)]
-    half = student_t.ppf(0.975, 1) * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)
-    assert entry["delta"]["mIoU"]["mean"] == pytest.approx(sum(d) / 2)
-    assert entry["delta"]["mIoU"]["low"] == pytest.approx(sum(d) / 2 - half)
-    table = (tmp_path / "results.md").read_text()
-    assert "| glcnet | encoder | linear | 5% |" in table and "95 % Student-t" in table
-    assert (tmp_path / "results.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "results.json").read_text()) == rows
-    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("init,transfer,eval,label_fraction,labeled_tiles,seed,mIoU")
-    assert len(csv_lines) == 1 + len(rows)
-
-    # everything finished: a second resume only re-reads
-    again = run_protocol(
-        output_dir=tmp_path, seeds=[0, 1], evals=["finetune", "linear"], resume=True, **args
-    )
-    assert again == rows and len(calls["finetune"]) == 8
-    refused = [
-        (
-            {"finetune_overrides": [*args["finetune_overrides"], "optimizer.lr=0.1"]},
-            "finetune_overrides",
-        ),
-        ({"method_overrides": {"glcnet": ["method.temperature=0.2"]}}, "glcnet was pretrained"),
-        ({"eval_overrides": {"linear": ["optimizer.lr=0.5"]}}, "eval linear was run"),
-        ({"pretrain_steps": 3}, "pretrain_steps"),
-    ]
-    for change, match in refused:
-        with pytest.raises(ProtocolResumeError, match=match):
-            run_protocol(
-                output_dir=tmp_path,
-                seeds=[0],
-                evals=["finetune", "linear"],
-                resume=True,
-                **{**args, **change},
-            )
-    assert json.loads((tmp_path / "results.json").read_text()) == rows  # refusals change nothing
-    with pytest.raises(ProtocolResumeError, match="nothing to resume"):
-        run_protocol(output_dir=tmp_path / "new", resume=True, **args)
 
 
 @pytest.mark.parametrize(
