@@ -1,6 +1,7 @@
 """Benchmarks (`make bench`): loss time/memory vs. a plain formulation, pretraining-step overhead,
 data pipeline vs. model throughput, the views' colour ops (ours vs albumentations'), streamed
-prediction memory vs. scene size. Ratios are measured in one run; results go to bench_results/.
+prediction memory vs. scene size, cost of the pretraining health diagnostics. Ratios are measured
+in one run; results go to bench_results/.
 
 python scripts/bench.py [--quick] [--device cuda] [--sizes 256 1024 8192] [--predict-size 12000]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from glcnet.bench.diagnostics import bench_diagnostics
 from glcnet.bench.losses import bench_contrastive_losses
 from glcnet.bench.method_losses import bench_method_losses
 from glcnet.bench.predict_memory import bench_predict_memory
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--batch", type=int, default=8, help="pairs per pretraining step")
     parser.add_argument("--predict-size", type=int, default=12000, help="side of the (c) scene")
+    parser.add_argument("--diagnostics-every", type=int, default=50, help="as diagnostics_every")
     args = parser.parse_args()
     if args.quick:
         args.sizes = [256, 1024]
@@ -97,6 +100,21 @@ def main() -> None:
             f"{r['added_vs_scene']:>11.2f} {r['added_vs_accumulator']:>12.3f} "
             f"{r['extra_windows_pct']:>9.1f}% {r['seconds']:>5.0f}"
         )
+    print("\n(e) pretraining health diagnostics (embedding statistics + k-NN probe on 8 tiles)")
+    diag = bench_diagnostics(
+        encoder=args.encoder,
+        batch_size=8 if args.quick else 32,
+        view_size=112,
+        tile_size=128,
+        every=args.diagnostics_every,
+        device=args.device,
+    )
+    for key, value in diag.items():
+        print(f"  {key:<32} {value:.4g}" if isinstance(value, float) else f"  {key:<32} {value}")
+    print(
+        f"diagnostics overhead at diagnostics_every={diag['every']} (target < 0.05): "
+        f"{diag['overhead']:.4f}"
+    )
     result = {
         "when": stamp,
         "device": args.device,
@@ -105,6 +123,7 @@ def main() -> None:
         "pretrain_step": step,
         "view_ops": view_ops,
         "predict_memory": pred,
+        "diagnostics": diag,
     }
     (out / f"bench_{args.device}.json").write_text(json.dumps(result, indent=1))
     print(f"\nwritten: {out / f'bench_{args.device}.json'}")

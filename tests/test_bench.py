@@ -27,3 +27,13 @@ def test_pretrain_step_bench_reports_ratios():
     for key in ("ssl_overhead", "ssl_overhead_two_passes", "loader_vs_model"):
         assert math.isfinite(out[key]) and out[key] > 0
     assert math.isclose(out["ssl_overhead"], out["glcnet_step_s"] / out["two_plain_passes_s"])
+
+
+def test_diagnostics_bench_reports_its_share_of_training_time():
+    from glcnet.bench.diagnostics import bench_diagnostics
+
+    out = bench_diagnostics(
+        batch_size=2, view_size=64, tile_size=64, probe_tiles=2, every=50, repeats=1
+    )
+    assert out["diagnostics_s"] == out["health_s"] + out["probe_s"] > 0
+    assert math.isclose(out["overhead"], out["diagnostics_s"] / (50 * out["step_s"]))

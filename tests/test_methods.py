@@ -378,6 +378,30 @@ def test_method_forward_backward(name):
     method.on_train_step_end()
 
 
+@pytest.mark.parametrize("name", [*METHODS, "glcnet"])
+def test_methods_keep_their_positive_pairs_for_the_health_diagnostics(name):
+    from glcnet.methods.glcnet import GLCNet
+
+    build = METHODS.get(name, lambda m: GLCNet(m, global_head_dims=(16, 8), local_head_dims=(8, 8)))
+    method = build(_segmenter())
+    method(_batch(crops=name == "swav"))
+    pairs = method.positive_pairs()
+    local = name in ("glcnet", "supcon_region")
+    assert set(pairs) == (
+        {"global", "local"} if name == "glcnet" else {"local" if local else "global"}
+    )
+    for branch, (z_a, z_b) in pairs.items():
+        rows = B * 3 if branch == "local" else B  # 3 valid regions per image
+        if name == "moco_supcon":
+            rows = 2 * B  # symmetric: queries of both views
+        assert z_a.shape == z_b.shape and z_a.shape[0] == rows and not z_a.requires_grad
+    if name == "simclr":  # the pairs are the projections the loss contrasts
+        z = _capture(method.head)
+        method(_batch())
+        z_a, z_b = method.positive_pairs()["global"]
+        assert torch.allclose(z_a.double(), z[0][:B]) and torch.allclose(z_b.double(), z[0][B:])
+
+
 def _assert_every_trainable_parameter_has_a_gradient(method, uses_decoder: bool) -> None:
     """Plain DDP needs it: the decoder layers a loss does not reach must be frozen, not idle."""
     missing = [k for k, p in method.named_parameters() if p.requires_grad and p.grad is None]

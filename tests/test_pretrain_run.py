@@ -45,6 +45,12 @@ def test_pretraining_loss_decreases(tiny_sample_root, tmp_path):
     assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.05, losses
     iou = logged(tmp_path, "train/matched_area_iou")
     assert iou and min(iou) > 0.9
+    for branch in ("global", "local"):  # pretraining health, every 10 steps
+        for stat in ("std", "std_x_sqrt_d", "align", "uniform", "pos_sim", "hardest_neg_sim"):
+            assert len(logged(tmp_path, f"health/{branch}_{stat}")) == 4, (branch, stat)
+    assert max(logged(tmp_path, "health/global_align")) <= 4.0
+    probe = logged(tmp_path, "health/probe_mIoU")  # at the start, then every 10 steps
+    assert len(probe) == 5 and all(0.0 <= v <= 1.0 for v in probe)
     assert (tmp_path / "config.yaml").exists()
     assert (tmp_path / "pretrained.safetensors").exists()
 

@@ -24,6 +24,10 @@ class PretrainMethod(nn.Module):
     for unused parameters) works: parts of the network that a method's loss does not reach are
     frozen here.
 
+    Every ``forward`` keeps its positive embedding pairs, detached, with :meth:`remember`;
+    :meth:`positive_pairs` returns them per branch (``global``: one embedding per view, ``local``:
+    matched regions) for the pretraining health diagnostics (:mod:`glcnet.training.diagnostics`).
+
     Args:
         model: The DeepLabV3+ network being pretrained.
         uses_decoder_output: The loss uses the decoder output; False freezes the decoder layers
@@ -37,6 +41,7 @@ class PretrainMethod(nn.Module):
         super().__init__()
         self.model = model
         self.uses_decoder_output = uses_decoder_output
+        self._remembered: dict[str, tuple[Tensor, Tensor, Tensor | None]] = {}
         if not uses_decoder_output:
             for layer in getattr(model, "decoder_output_layers", list)():
                 layer.requires_grad_(False)
@@ -45,6 +50,25 @@ class PretrainMethod(nn.Module):
         head = getattr(model, "head", None)
         if head is not None:
             head.requires_grad_(False)
+
+    def remember(self, branch: str, z_a: Tensor, z_b: Tensor, valid: Tensor | None = None) -> None:
+        """Keep (detached, without copying) the positive pairs of ``branch`` of this step.
+
+        Args:
+            branch: ``global`` or ``local``.
+            z_a: (N, d) embeddings; row i of ``z_a`` and ``z_b`` are positives.
+            z_b: (N, d).
+            valid: (N,) bool rows that are real pairs (applied only when the pairs are read, so
+                training steps never wait for a boolean-mask index).
+        """
+        self._remembered[branch] = (z_a.detach(), z_b.detach(), valid)
+
+    def positive_pairs(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The positive embedding pairs of the last ``forward``: branch -> ((N, d), (N, d))."""
+        out = {}
+        for branch, (z_a, z_b, valid) in self._remembered.items():
+            out[branch] = (z_a, z_b) if valid is None else (z_a[valid], z_b[valid])
+        return out
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses of one batch; see :class:`glcnet.methods.glcnet.GLCNet` for the batch keys."""

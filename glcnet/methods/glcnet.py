@@ -114,6 +114,7 @@ class GLCNet(PretrainMethod):
         total = view_a.new_zeros((), dtype=torch.float32)
         if self.global_head is not None:
             z = self.global_head(self.global_pooling(feats.aspp))
+            self.remember("global", z[:n], z[n:])
             out["loss_global"] = self.global_loss(z[:n], z[n:])
             total = total + self.weights[0] * out["loss_global"]
         if self.local_head is not None:
@@ -124,6 +125,7 @@ class GLCNet(PretrainMethod):
             w_b = region_weights(batch["index_b"], batch["regions"], valid, size).to(dec.dtype)
             z_a = self.local_head(pool_regions(dec[:n], w_a))
             z_b = self.local_head(pool_regions(dec[n:], w_b))
+            self.remember("local", z_a.flatten(0, 1), z_b.flatten(0, 1), valid.flatten())
             out["loss_local"] = self.local_loss(
                 z_a.flatten(0, 1), z_b.flatten(0, 1), valid.flatten()
             )

@@ -184,8 +184,9 @@ class MoCo(PretrainMethod):
             q_in, k_in = torch.cat([view_a, view_b]), torch.cat([view_b, view_a])
         q = F.normalize(global_embedding(self.model, self.head, q_in).float(), dim=1)
         with torch.no_grad():
-            k = global_embedding(self.key_model, self.key_head, k_in).float()
-        return q, F.normalize(k, dim=1)
+            k = F.normalize(global_embedding(self.key_model, self.key_head, k_in).float(), dim=1)
+        self.remember("global", q, k)
+        return q, k
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Compute the loss, then enqueue the keys.

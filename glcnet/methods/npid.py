@@ -233,6 +233,8 @@ class NPID(PretrainMethod):
         views = [batch["view_a"], batch["view_b"]] if self.use_both_views else [batch["view_a"]]
         index = batch["index"].long().reshape(-1).to(views[0].device)
         f = F.normalize(global_embedding(self.model, self.head, torch.cat(views)).float(), dim=1)
+        if len(views) == 2:
+            self.remember("global", f[: len(index)], f[len(index) :])
         indices = index.repeat(len(views))
         bank = self.memory.snapshot()
         out: dict[str, Tensor] = {}

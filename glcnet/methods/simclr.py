@@ -74,4 +74,5 @@ class SimCLR(PretrainMethod):
         """
         n = batch["view_a"].shape[0]
         z = global_embedding(self.model, self.head, torch.cat([batch["view_a"], batch["view_b"]]))
+        self.remember("global", z[:n], z[n:])
         return {"loss": self.loss(z[:n], z[n:])}

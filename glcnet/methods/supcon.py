@@ -213,6 +213,7 @@ class SupCon(PretrainMethod):
         if self.level == "tile":
             z = global_embedding(self.model, self.head, torch.cat([view_a, view_b]))
             feats = torch.stack([z[:n], z[n:]], dim=1)  # (B, 2, d)
+            self.remember("global", z[:n], z[n:])
             valid = has_label
             considered = torch.ones_like(has_label)
         else:
@@ -225,6 +226,7 @@ class SupCon(PretrainMethod):
             z_b = self.head(pool_regions(dec[n:], w_b.to(dec.dtype)))
             feats = torch.stack([z_a, z_b], dim=2).flatten(0, 1)  # (B * R, 2, d)
             considered = considered.flatten()
+            self.remember("local", feats[:, 0], feats[:, 1], considered)
             valid = considered & has_label
         loss = self.loss(feats, labels=labels.to(torch.uint8), valid=valid)
         fraction = valid.float().sum() / considered.float().sum().clamp_min(1)

@@ -109,6 +109,7 @@ class SwAV(PretrainMethod):
         n = view_a.shape[0]
         z = F.normalize(global_embedding(self.model, self.head, torch.cat([view_a, view_b])), dim=1)
         views = [z[:n], z[n:]]
+        self.remember("global", views[0], views[1])
         crops = batch.get("crops")
         if crops is not None:
             if crops.dim() != 5 or crops.shape[0] != n:

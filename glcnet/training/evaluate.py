@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from glcnet.inference import sliding_window_predict, write_prediction_geotiff
 from glcnet.metrics import ConfusionMatrix, format_metrics_table, segmentation_metrics
+from glcnet.models.linear_probe import is_linear_probe_state, linear_probe_for_state
 from glcnet.models.segmenter import Segmenter
 from glcnet.training.checkpoints import load_torch_file
 from glcnet.training.export import CheckpointMismatchError, check_state_fits
@@ -38,7 +39,8 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
         path: The checkpoint (e.g. ``<run>/checkpoints/best.ckpt``).
 
     Returns:
-        The model, in eval mode.
+        The model, in eval mode; wrapped in a :class:`glcnet.models.linear_probe.LinearProbe` when
+        the checkpoint holds one (``probe=linear`` runs).
 
     Raises:
         CheckpointReadError: Missing, unreadable or unsafe file (nothing of it is executed).
@@ -49,7 +51,10 @@ def load_finetuned(model: Segmenter, path: str | Path) -> Segmenter:
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: not a fine-tuning checkpoint")
     theirs = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    check_state_fits(model.state_dict(), theirs, path, "weights", model)
+    backbone = model
+    if is_linear_probe_state(theirs):
+        model = linear_probe_for_state(model, theirs)
+    check_state_fits(model.state_dict(), theirs, path, "weights", backbone)
     model.load_state_dict(theirs)
     return model.eval()
 

@@ -15,6 +15,8 @@ from glcnet.data.tile_data import load_subset, save_subset
 from glcnet.training.export import load_pretrained
 from glcnet.training.finetune_module import FinetuneModule
 from glcnet.training.output_folder import output_dir_of
+from glcnet.training.probes import frozen_parts, linear_probe_setup
+from glcnet.training.provenance import INIT_RECORD, write_init_record
 from glcnet.training.resume import (
     LAST_NAME,
     RunRecordInCheckpoints,
@@ -103,6 +105,7 @@ def run_finetune(cfg: DictConfig) -> dict:
 
     model = instantiate(cfg.model)
     pretrained = None
+    parts: list[str] = []
     if cfg.pretrained:
         parts = load_pretrained(model, cfg.pretrained, transfer=cfg.transfer)
         warn_if_bands_differ(cfg.pretrained, train_full)
@@ -111,17 +114,20 @@ def run_finetune(cfg: DictConfig) -> dict:
             "path": str(cfg.pretrained),
             "transfer": cfg.transfer,
             "freeze_encoder": bool(cfg.freeze_encoder),
+            "probe": cfg.probe,
         }
+    write_init_record(out / INIT_RECORD, model, cfg.pretrained, cfg.transfer, parts)
     module = FinetuneModule(
         model,
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=cfg.scheduler,
         warmup_steps=cfg.warmup_steps,
-        freeze_encoder=cfg.freeze_encoder,
         ignore_index=data.ignore_index,
         class_names=names,
         exclude_from_mean=list(cfg.exclude_from_mean),
+        frozen=frozen_parts(cfg.probe, cfg.transfer, cfg.freeze_encoder),
+        bn_mode=cfg.bn_mode,
     )
     train_set = AugmentedTiles(train, build_augment(cfg.train_augment))
     per_epoch = cfg.samples_per_epoch
@@ -136,6 +142,8 @@ def run_finetune(cfg: DictConfig) -> dict:
         replacement=few,
     )
     val_loader = data.loader(data.dataset("val", labeled=True), train=False)
+    if cfg.probe == "linear":  # the same settings, on cached features of the frozen network
+        module, loader, val_loader = linear_probe_setup(module, cfg, data, train)
     record = build_run_record(
         "finetune",
         to_plain(cfg),

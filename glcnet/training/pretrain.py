@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from glcnet.data.paired import PairedViewDataset
+from glcnet.training.diagnostics import PretrainDiagnostics, build_knn_probe
 from glcnet.training.export import export_pretrained
 from glcnet.training.output_folder import output_dir_of
 from glcnet.training.pretrain_module import PretrainModule
@@ -104,8 +105,12 @@ def run_pretrain(cfg: DictConfig) -> dict:
         warmup_steps=cfg.warmup_steps,
         diagnostics_every=cfg.diagnostics_every,
     )
+    health = PretrainDiagnostics(
+        cfg.diagnostics_every, build_knn_probe(data, cfg.diagnostics_probe_tiles)
+    )
     callbacks = [
         ViewPairImages(cfg.diagnostics_every),
+        health,
         *data_callbacks,
         RunRecordInCheckpoints(record),
     ]

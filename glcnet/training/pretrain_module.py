@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from glcnet.training.optim import encoder_param_groups
 from glcnet.training.schedule import optimization
 
 
@@ -101,9 +102,9 @@ class PretrainModule(L.LightningModule):
             self.log("train/matched_area_iou", float(iou.mean()), batch_size=iou.numel())
 
     def configure_optimizers(self):
-        """Optimizer from the config; per-step schedule over the whole run."""
+        """Optimizer from the config (encoder group for ``encoder_lr_scale``); per-step schedule."""
         return optimization(
-            self.method.parameters(),
+            encoder_param_groups(self.method, self.method.model.encoder),
             self.optimizer_factory,
             self.scheduler_name,
             self.trainer.estimated_stepping_batches,

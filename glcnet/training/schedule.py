@@ -46,7 +46,7 @@ def build_scheduler(name: str, optimizer: Optimizer, total_steps: int, warmup_st
 
 
 def optimization(
-    parameters: Iterable[nn.Parameter],
+    parameters: Iterable[nn.Parameter] | list[dict],
     optimizer_factory: Callable[..., Optimizer],
     scheduler: str,
     total_steps: float,
@@ -55,7 +55,9 @@ def optimization(
     """What a LightningModule's ``configure_optimizers`` returns: optimizer + per-step schedule.
 
     Args:
-        parameters: All parameters; those not requiring gradients are left out.
+        parameters: All parameters, or parameter groups (dicts with ``params``, e.g. from
+            :func:`glcnet.training.optim.encoder_param_groups`); parameters not requiring
+            gradients are left out, and groups left empty are dropped.
         optimizer_factory: Partial optimizer constructor (from the ``optimizer`` config group).
         scheduler: ``cosine`` or ``constant``.
         total_steps: Optimizer steps of the run (``trainer.estimated_stepping_batches``; inf -> 1).
@@ -64,7 +66,12 @@ def optimization(
     Returns:
         ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval": "step"}}``.
     """
-    opt = optimizer_factory([p for p in parameters if p.requires_grad])
+    parameters = list(parameters)
+    if parameters and isinstance(parameters[0], dict):
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in parameters]
+        opt = optimizer_factory([g for g in groups if g["params"]])
+    else:
+        opt = optimizer_factory([p for p in parameters if p.requires_grad])
     total = int(total_steps) if math.isfinite(total_steps) else 1
     sched = build_scheduler(scheduler, opt, total, warmup_steps)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

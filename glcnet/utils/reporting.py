@@ -28,13 +28,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from glcnet.data.seg_augment import AugmentConfigError
     from glcnet.models.segmenter import EncoderWeightsError
     from glcnet.prediction.errors import MissingDependencyError, PredictOptionError
+    from glcnet.protocol import ProtocolError
     from glcnet.training.checkpoints import CheckpointReadError, CheckpointWriteError
     from glcnet.training.export import CheckpointMismatchError
     from glcnet.training.output_folder import OutputFolderError
     from glcnet.training.pretrain_module import NonFiniteLossError
+    from glcnet.training.probes import ProbeCacheError
     from glcnet.utils.validation import ConfigError
 
-    types: list[type[BaseException]] = [
+    return (
         DataError,
         MissingDataError,  # EmptyFolderError is one
         SubsetError,
@@ -49,14 +51,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         AugmentConfigError,
         PredictOptionError,
         MissingDependencyError,
-    ]
-    try:
-        from glcnet.protocol import ProtocolResumeError
-
-        types.append(ProtocolResumeError)
-    except ImportError:  # pragma: no cover - the protocol module is optional here
-        pass
-    return tuple(types)
+        ProbeCacheError,
+        ProtocolError,
+    )
 
 
 _WORKER_PREFIX = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
