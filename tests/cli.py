@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import tiny_stage_overrides
+
 from glcnet.utils.config import PROJECT_ROOT
 
 #: Views small enough for 64 px tiles, no diagnostics.
@@ -16,16 +18,7 @@ VIEWS = ["augment.size=64", "augment.region_size=16", "diagnostics_every=0"]
 
 def tiny_args(root: Path, train: bool = True) -> list[str]:
     """CLI overrides that shrink a run to seconds on the tiny sample set (a small decoder too)."""
-    trainer = ["trainer=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
-    return [
-        *(trainer if train else []),
-        f"data.root={root}",
-        "data.sample_seed=null",
-        "data.tile_size=64",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "model.decoder_channels=32",
-    ]
+    return [*tiny_stage_overrides(root, train), "model.decoder_channels=32"]
 
 
 def command(script: str, *args: str) -> list[str]:

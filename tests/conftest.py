@@ -47,8 +47,8 @@ def compose_config(name: str, overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
-def tiny_overrides(root: Path, out: Path, train: bool = True) -> list[str]:
-    """Overrides that shrink any stage to seconds on the tiny sample set."""
+def tiny_stage_overrides(root: Path, train: bool = True) -> list[str]:
+    """Trainer (``train``) and data overrides that shrink any stage to seconds on the tiny sample set."""
     trainer = (
         ["trainer=cpu", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
         if train
@@ -61,6 +61,9 @@ def tiny_overrides(root: Path, out: Path, train: bool = True) -> list[str]:
         "data.tile_size=64",
         "data.batch_size=4",
         "data.num_workers=0",
-        "model.encoder=resnet18",
-        f"paths.output_dir={out}",
     ]
+
+
+def tiny_overrides(root: Path, out: Path, train: bool = True) -> list[str]:
+    """:func:`tiny_stage_overrides` with ResNet-18 and the run folder ``out``."""
+    return [*tiny_stage_overrides(root, train), "model.encoder=resnet18", f"paths.output_dir={out}"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 
 import albumentations as A
 import numpy as np
 import pytest
 import torch
+from cli import run_script
 from conftest import compose_config, tiny_overrides
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,7 +19,7 @@ from glcnet.data.seg_augment import (
     TileAugment,
     build_augment,
 )
-from glcnet.utils.config import CONFIG_DIR, PROJECT_ROOT
+from glcnet.utils.config import CONFIG_DIR
 
 OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "train_augment").glob("*.yaml"))
 
@@ -161,22 +160,17 @@ def test_refusals_name_the_transform_and_the_setting():
 
 
 def test_cli_finetune_with_strong_augmentation_runs(tiny_sample_root, tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "scripts" / "finetune.py"),
-            *tiny_overrides(tiny_sample_root, tmp_path / "out"),
-            "data=sample",
-            f"data.root={tiny_sample_root}",
-            "train_augment=strong",
-            "trainer.max_steps=2",
-            "trainer.limit_val_batches=1",
-            "samples_per_epoch=8",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    res = run_script(
+        "finetune.py",
+        *tiny_overrides(tiny_sample_root, tmp_path / "out"),
+        "data=sample",
+        f"data.root={tiny_sample_root}",
+        "train_augment=strong",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "samples_per_epoch=8",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -186,18 +180,13 @@ def test_cli_finetune_with_strong_augmentation_runs(tiny_sample_root, tmp_path):
 
 
 def test_cli_refuses_a_mask_fill_of_class_zero_in_one_line(tiny_sample_root, tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "scripts" / "finetune.py"),
-            *tiny_overrides(tiny_sample_root, tmp_path / "out"),
-            "train_augment=strong",
-            "train_augment.transforms.3.fill_mask=0",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+    res = run_script(
+        "finetune.py",
+        *tiny_overrides(tiny_sample_root, tmp_path / "out"),
+        "train_augment=strong",
+        "train_augment.transforms.3.fill_mask=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert res.returncode == 2, res.stderr[-3000:]
