@@ -167,7 +167,16 @@ def _script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "evaluate.py", "protocol.py"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "pretrain.py",
+        "finetune.py",
+        # every README command of these two is composed by test_readme_commands.py
+        pytest.param("evaluate.py", marks=pytest.mark.slow),
+        pytest.param("protocol.py", marks=pytest.mark.slow),
+    ],
+)
 def test_cli_help_and_cfg_job(script, tmp_path):
     res = _script(script, "--help", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -138,7 +138,9 @@ def test_finetuning_killed_and_resumed_equals_uninterrupted(tiny_sample_root, tm
     assert best_a["global_step"] == best_b["global_step"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)]
+)
 def test_signal_writes_a_checkpoint_then_stops(tiny_sample_root, tmp_path, signum):
     """SIGTERM (pre-emption) and SIGUSR1 (SLURM's warning) stop after the step, with last.ckpt;
     with a SLURM job id, SIGUSR1 requeues the job once the checkpoint is written."""
