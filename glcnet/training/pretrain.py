@@ -105,9 +105,9 @@ def run_pretrain(cfg: DictConfig) -> dict:
         warmup_steps=cfg.warmup_steps,
         diagnostics_every=cfg.diagnostics_every,
     )
-    health = PretrainDiagnostics(
-        cfg.diagnostics_every, build_knn_probe(data, cfg.diagnostics_probe_tiles)
-    )
+    # the probe's tiles are read only when diagnostics run at all
+    probe_tiles = cfg.diagnostics_probe_tiles if cfg.diagnostics_every else 0
+    health = PretrainDiagnostics(cfg.diagnostics_every, build_knn_probe(data, probe_tiles))
     callbacks = [
         ViewPairImages(cfg.diagnostics_every),
         health,
